@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Installs every Debian package staticgrad needs to build, test and benchmark.
+# Why each is there: docs/dependencies.md.
+set -euo pipefail
+pkgs=(
+  build-essential cmake ninja-build git python3
+  libeigen3-dev        # CPU backend: fused loops and GEMMs
+  libboost-dev         # Boost.Hana: host-side type computation
+  doctest-dev          # unit tests
+  libbenchmark-dev     # Google Benchmark: kernels, tokenizer, training step
+  nlohmann-json3-dev   # config.json, safetensors headers, JSONL data, tokenizer.json
+  libcli11-dev         # the staticgrad command line
+  libfmt-dev           # formatting of explain() and error messages
+  zstd                 # the vendored tokenizer.json is stored compressed
+)
+missing=()
+for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+echo "setup: all packages present"
