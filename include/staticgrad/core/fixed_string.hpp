@@ -10,6 +10,7 @@ namespace staticgrad {
 template <std::size_t N>
 struct fixed_string {
   char value[N]{};
+  constexpr fixed_string() = default;
   constexpr fixed_string(const char (&s)[N]) { std::copy_n(s, N, value); }
   constexpr std::string_view view() const { return {value, N - 1}; }
   constexpr std::size_t size() const { return N - 1; }

@@ -1,0 +1,51 @@
+#pragma once
+// add<A, B>: y = a + b, both [T, W]. Pointwise; backward da = db = dy, which
+// autodiff aliases (no kernel). add_<A, B> writes y over a's buffer.
+#include "staticgrad/ops/op_traits.hpp"
+
+namespace staticgrad {
+namespace graph {
+
+template <class A, class B, bool InPlace>
+struct add_node {
+  static constexpr std::string_view op_name = InPlace ? "add_" : "add";
+  template <int N>
+  static constexpr int lower(node_table<N>& t, name_buf name) {
+    const int a = lower_child<A>(t, name.view()), b = lower_child<B>(t, name.view());
+    if (t.nodes[a].width != t.nodes[b].width || t.nodes[a].rank_width != t.nodes[b].rank_width)
+      throw "staticgrad: add<A, B> needs A and B of the same per-token width";
+    return t.add({.kind = op_kind::add, .name = name, .in = {a, b, -1}, .n_in = 2,
+                  .width = t.nodes[a].width, .rank_width = t.nodes[a].rank_width, .inplace = InPlace});
+  }
+};
+
+template <> struct op_traits<op_kind::add> {
+  static constexpr std::string_view name = "add";
+  static constexpr fusion_class fusion = fusion_class::pointwise;
+  static constexpr fusion_class bwd_fusion = fusion_class::pointwise;
+  static constexpr saves_desc saves{};
+  static constexpr std::array<bool, max_inputs> grad_in{true, true, false};
+  static constexpr std::array<bool, max_inputs> identity_grad{true, true, false};
+};
+}  // namespace graph
+
+template <class A, class B> using add = graph::add_node<A, B, false>;
+// In place: y is written over a (a must not be needed afterwards).
+template <class A, class B> using add_ = graph::add_node<A, B, true>;
+
+struct add_fn {
+  template <class F> SG_HD static F forward(F a, F b) { return a + b; }
+};
+
+template <class S>
+inline void add_row_forward(const row_args<S>& r) {
+  for (int i = 0; i < r.width; ++i) r.out[i] = add_fn::forward(r.in[0][i], r.in[1][i]);
+}
+template <class S>
+inline void add_row_backward(const row_grad_args<S>& g) {
+  for (int k = 0; k < 2; ++k)
+    if (g.din[k])
+      for (int i = 0; i < g.fwd.width; ++i) put_grad(g.din[k], i, g.dy[i], g.acc[k]);
+}
+
+}  // namespace staticgrad

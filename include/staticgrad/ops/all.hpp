@@ -1,0 +1,44 @@
+#pragma once
+// Every op of the DSL, and `traits_of(kind)`: the op_traits of a kind as a
+// constexpr value, for the passes that loop over a node table.
+#include "staticgrad/ops/add.hpp"
+#include "staticgrad/ops/attention.hpp"
+#include "staticgrad/ops/bias_add.hpp"
+#include "staticgrad/ops/cross_entropy.hpp"
+#include "staticgrad/ops/embedding.hpp"
+#include "staticgrad/ops/linear.hpp"
+#include "staticgrad/ops/lora.hpp"
+#include "staticgrad/ops/mul.hpp"
+#include "staticgrad/ops/rmsnorm.hpp"
+#include "staticgrad/ops/rope.hpp"
+#include "staticgrad/ops/silu.hpp"
+#include "staticgrad/ops/swiglu.hpp"
+
+namespace staticgrad::graph {
+
+struct traits_value {
+  std::string_view name;
+  fusion_class fusion;
+  fusion_class bwd_fusion;
+  saves_desc saves;
+  std::array<bool, max_inputs> grad_in;
+  std::array<bool, max_inputs> identity_grad;
+};
+
+template <op_kind K>
+constexpr traits_value traits_of_kind() {
+  using T = op_traits<K>;
+  return {T::name, T::fusion, T::bwd_fusion, T::saves, T::grad_in, T::identity_grad};
+}
+
+constexpr traits_value traits_of(op_kind k) {
+  constexpr std::array<traits_value, static_cast<int>(op_kind::count_)> table = []<int... I>(std::integer_sequence<int, I...>) {
+    return std::array<traits_value, sizeof...(I)>{traits_of_kind<static_cast<op_kind>(I)>()...};
+  }(std::make_integer_sequence<int, static_cast<int>(op_kind::count_)>{});
+  return table[static_cast<int>(k)];
+}
+
+constexpr bool is_leaf(op_kind k) { return traits_of(k).fusion == fusion_class::leaf; }
+constexpr bool is_rowwise(fusion_class f) { return f == fusion_class::pointwise || f == fusion_class::row; }
+
+}  // namespace staticgrad::graph

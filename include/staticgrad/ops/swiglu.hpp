@@ -1,0 +1,60 @@
+#pragma once
+// swiglu<G, U>: m = silu(g) * u, g and u [T, I] (the Qwen2 MLP activation).
+// Pointwise. Saves g and u; backward, with sg = sigmoid(g):
+//   dg = dm * u * sg * (1 + g (1 - sg)),   du = dm * g * sg.
+#include <cmath>
+
+#include "staticgrad/core/math.hpp"
+#include "staticgrad/ops/op_traits.hpp"
+
+namespace staticgrad {
+namespace graph {
+
+template <class G, class U>
+struct swiglu_node {
+  static constexpr std::string_view op_name = "swiglu";
+  template <int N>
+  static constexpr int lower(node_table<N>& t, name_buf name) {
+    const int g = lower_child<G>(t, name.view()), u = lower_child<U>(t, name.view());
+    if (t.nodes[g].width != t.nodes[u].width) throw "staticgrad: swiglu<G, U> needs gate and up of the same width";
+    return t.add({.kind = op_kind::swiglu, .name = name, .in = {g, u, -1}, .n_in = 2, .width = t.nodes[g].width});
+  }
+};
+
+template <> struct op_traits<op_kind::swiglu> {
+  static constexpr std::string_view name = "swiglu";
+  static constexpr fusion_class fusion = fusion_class::pointwise;
+  static constexpr fusion_class bwd_fusion = fusion_class::pointwise;
+  static constexpr saves_desc saves{.in = {true, true, false}};
+  static constexpr std::array<bool, max_inputs> grad_in{true, true, false};
+  static constexpr std::array<bool, max_inputs> identity_grad{};
+};
+}  // namespace graph
+
+template <class G, class U> using swiglu = graph::swiglu_node<G, U>;
+
+struct swiglu_fn {
+  template <class F> SG_HD static F sigmoid(F x) { return F(1) / (F(1) + math::exp(-x)); }
+  template <class F> SG_HD static F forward(F g, F u) { return g * sigmoid(g) * u; }
+  template <class F> SG_HD static void backward(F dm, F g, F u, F& dg, F& du) {
+    const F sg = sigmoid(g);
+    dg = dm * u * sg * (F(1) + g * (F(1) - sg));
+    du = dm * g * sg;
+  }
+};
+
+template <class S>
+inline void swiglu_row_forward(const row_args<S>& a) {
+  for (int i = 0; i < a.width; ++i) a.out[i] = swiglu_fn::forward(a.in[0][i], a.in[1][i]);
+}
+template <class S>
+inline void swiglu_row_backward(const row_grad_args<S>& g) {
+  for (int i = 0; i < g.fwd.width; ++i) {
+    S dg, du;
+    swiglu_fn::backward(g.dy[i], g.fwd.in[0][i], g.fwd.in[1][i], dg, du);
+    if (g.din[0]) put_grad(g.din[0], i, dg, g.acc[0]);
+    if (g.din[1]) put_grad(g.din[1], i, du, g.acc[1]);
+  }
+}
+
+}  // namespace staticgrad
