@@ -75,7 +75,7 @@ double max_abs_diff(const std::vector<double>& a, const std::vector<double>& b) 
 
 TEST_CASE("attention forward matches the naive masked reference (packed, GQA 1/2/4)") {
   std::mt19937_64 rng(1234);
-  for (const case_t c : {case_t{{1, 5, 17}, 4, 4, 8}, case_t{{1, 5, 17}, 4, 2, 8},
+  for (const case_t& c : {case_t{{1, 5, 17}, 4, 4, 8}, case_t{{1, 5, 17}, 4, 2, 8},
                          case_t{{17, 1, 5}, 8, 2, 16}, case_t{{3, 9}, 4, 1, 8},
                          case_t{{32}, 2, 1, 4}}) {
     CAPTURE(c.heads);
@@ -105,7 +105,7 @@ TEST_CASE("attention forward matches the naive masked reference (packed, GQA 1/2
 
 TEST_CASE("attention backward matches central finite differences for q, k and v") {
   std::mt19937_64 rng(99);
-  for (const case_t c : {case_t{{1, 5, 17}, 4, 4, 8}, case_t{{1, 5, 17}, 4, 2, 8},
+  for (const case_t& c : {case_t{{1, 5, 17}, 4, 4, 8}, case_t{{1, 5, 17}, 4, 2, 8},
                          case_t{{5, 1, 17}, 4, 1, 8}}) {
     CAPTURE(c.kv_heads);
     const owned_layout lay = make_packed_layout(c.lengths);
