@@ -176,6 +176,19 @@ TEST_CASE("bf16 weight overloads equal the float product on the widened weight")
   for (std::size_t i = 0; i < dx.size(); ++i) REQUIRE(dx[i] == doctest::Approx(dxref[i]).epsilon(1e-5).scale(1.0));
 }
 
+TEST_CASE("gemm with an empty reduction (K = 0) gives beta * C") {
+  std::vector<double> C{1, 2, 3, 4}, C0(4, NAN);
+  std::vector<float> Cf{1, 2, 3, 4};
+  const double* none = nullptr;
+  matmul_nt(2, 2, 0, none, 1, none, 1, C.data(), 2, 1.0, 2.0);
+  CHECK(C == std::vector<double>{2, 4, 6, 8});
+  matmul_nn(2, 2, 0, none, 1, none, 2, C0.data(), 2, 1.0, 0.0);
+  CHECK(C0 == std::vector<double>{0, 0, 0, 0});
+  matmul_nn(2, 2, 0, static_cast<const float*>(nullptr), 1, static_cast<const bf16*>(nullptr), 2,
+            Cf.data(), 2, 1.0f, 0.5f);
+  CHECK(Cf == std::vector<float>{0.5f, 1, 1.5f, 2});
+}
+
 TEST_CASE("gemm rejects bad leading dimensions") {
   std::vector<double> x(64);
   CHECK_THROWS_AS(matmul_nt(2, 2, 4, x.data(), 3, x.data(), 4, x.data() + 32, 2), staticgrad::error);

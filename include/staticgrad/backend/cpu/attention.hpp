@@ -13,8 +13,8 @@
 //    sequence [b, e) attends to keys j with b <= j <= i.
 //  - Softmax and all accumulation in S (float in training runs, double in
 //    gradient checks): at least fp32 as the design requires.
-//  - No [T, T] matrix: per (sequence, head) one score row of length <= the
-//    sequence length is live per query.
+//  - No [T, T] matrix: per (sequence, head) one score tile of
+//    [query_block, sequence length] is live at a time.
 //  - lse is stored in S (not float) so the double gradient check recomputes the
 //    probabilities exactly; the float path stores fp32 as the CUDA kernel does.
 //  - Backward overwrites dq, dk, dv (never accumulates). dk and dv sum over the
@@ -42,8 +42,6 @@ template <class S>
 using const_strided_mat =
     Eigen::Map<const Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>,
                Eigen::Unaligned, Eigen::OuterStride<>>;
-template <class S>
-using row_vec = Eigen::Matrix<S, 1, Eigen::Dynamic>;
 
 inline void check_attention_shape(const token_layout& layout, int heads, int kv_heads, int head_dim) {
   const error_context ctx{"", "attention", std::nullopt};
@@ -60,6 +58,18 @@ inline void check_attention_shape(const token_layout& layout, int heads, int kv_
 
 }  // namespace detail
 
+// Queries are processed in blocks of query_block rows, so the score tile of a
+// (sequence, head) is [query_block, keys so far]: small products become GEMMs
+// while memory stays O(query_block x sequence length), never [T, T]. 64 rows
+// x 64 head_dim keeps a Q block in L1; the value does not affect results
+// beyond summation order.
+inline constexpr std::int64_t query_block = 64;
+
+namespace detail {
+template <class S>
+using tile = Eigen::Matrix<S, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+}  // namespace detail
+
 template <class S>
 void attention_forward(const S* q, const S* k, const S* v, S* out, S* lse,
                        const token_layout& layout, int heads, int kv_heads, int head_dim) {
@@ -69,6 +79,7 @@ void attention_forward(const S* q, const S* k, const S* v, S* out, S* lse,
   const std::int64_t ldk = std::int64_t{kv_heads} * d;  // row stride of k / v
   const int group = heads / kv_heads;
   const S scale = S(1) / std::sqrt(static_cast<S>(head_dim));
+  const S neg_inf = -std::numeric_limits<S>::infinity();
   const std::int64_t nseq = layout.sequences();
   const double avg_len = static_cast<double>(layout.tokens()) / static_cast<double>(nseq);
 
@@ -82,15 +93,23 @@ void attention_forward(const S* q, const S* k, const S* v, S* out, S* lse,
     detail::const_strided_mat<S> K(k + b * ldk + g * d, L, d, Eigen::OuterStride<>(ldk));
     detail::const_strided_mat<S> V(v + b * ldk + g * d, L, d, Eigen::OuterStride<>(ldk));
     detail::strided_mat<S> O(out + b * ldq + h * d, L, d, Eigen::OuterStride<>(ldq));
-    detail::row_vec<S> p(L);  // score row of the current query, length <= L
-    for (std::int64_t i = 0; i < L; ++i) {
-      const std::int64_t n = i + 1;  // causal: keys 0..i of this sequence
-      p.head(n).noalias() = (K.topRows(n) * Q.row(i).transpose()).transpose() * scale;
-      const S m = p.head(n).maxCoeff();  // max-subtract: exp never overflows
-      p.head(n) = (p.head(n).array() - m).exp();
-      const S sum = p.head(n).sum();  // >= 1 (the max term is exp(0))
-      O.row(i).noalias() = (p.head(n) * V.topRows(n)) / sum;
-      lse[(b + i) * heads + h] = m + std::log(sum);
+    detail::tile<S> P(std::min(query_block, L), L);  // score tile, rows <= query_block
+    for (std::int64_t i0 = 0; i0 < L; i0 += query_block) {
+      const std::int64_t nb = std::min(query_block, L - i0);
+      const std::int64_t n = i0 + nb;  // keys any query of the block may see
+      auto Pb = P.topLeftCorner(nb, n);
+      Pb.noalias() = (Q.middleRows(i0, nb) * K.topRows(n).transpose()) * scale;
+      for (std::int64_t r = 0; r < nb; ++r) {
+        const std::int64_t len = i0 + r + 1;  // causal: keys 0 .. i0 + r
+        auto row = Pb.row(r);
+        row.tail(n - len).setConstant(neg_inf);  // exp(-inf) = 0 below
+        const S m = row.head(len).maxCoeff();    // max-subtract: exp never overflows
+        row = (row.array() - m).exp();
+        const S sum = row.head(len).sum();       // >= 1 (the max term is exp(0))
+        row /= sum;
+        lse[(b + i0 + r) * heads + h] = m + std::log(sum);
+      }
+      O.middleRows(i0, nb).noalias() = Pb * V.topRows(n);
     }
   });
 }
@@ -121,27 +140,38 @@ void attention_backward(const S* q, const S* k, const S* v, const S* out, const 
     detail::strided_mat<S> dV(dv + b * ldk + g * d, L, d, Eigen::OuterStride<>(ldk));
     dK.setZero();
     dV.setZero();
-    detail::row_vec<S> p(L), dp(L);
+    const std::int64_t rows = std::min(query_block, L);
+    detail::tile<S> P(rows, L), dP(rows, L);
+    Eigen::Matrix<S, Eigen::Dynamic, 1> Dvec(rows);
     for (int h = g * group; h < (g + 1) * group; ++h) {
       detail::const_strided_mat<S> Q(q + b * ldq + h * d, L, d, Eigen::OuterStride<>(ldq));
       detail::const_strided_mat<S> O(out + b * ldq + h * d, L, d, Eigen::OuterStride<>(ldq));
       detail::const_strided_mat<S> dO(dout + b * ldq + h * d, L, d, Eigen::OuterStride<>(ldq));
       detail::strided_mat<S> dQ(dq + b * ldq + h * d, L, d, Eigen::OuterStride<>(ldq));
-      for (std::int64_t i = 0; i < L; ++i) {
-        const std::int64_t n = i + 1;
-        // P_ij = exp(scale q_i.k_j - lse_i), recomputed instead of saved.
-        const S l = lse[(b + i) * heads + h];
-        p.head(n).noalias() = (K.topRows(n) * Q.row(i).transpose()).transpose() * scale;
-        p.head(n) = (p.head(n).array() - l).exp();
-        // dV_j += P_ij dO_i
-        dV.topRows(n).noalias() += p.head(n).transpose() * dO.row(i);
-        // dP_ij = dO_i . V_j;  dS_ij = P_ij (dP_ij - D_i),  D_i = dO_i . O_i
-        const S D = dO.row(i).dot(O.row(i));
-        dp.head(n).noalias() = (V.topRows(n) * dO.row(i).transpose()).transpose();
-        dp.head(n) = (p.head(n).array() * (dp.head(n).array() - D)) * scale;  // scale folded in
-        // dQ_i = scale sum_j dS_ij K_j ; dK_j += scale dS_ij Q_i
-        dQ.row(i).noalias() = dp.head(n) * K.topRows(n);
-        dK.topRows(n).noalias() += dp.head(n).transpose() * Q.row(i);
+      for (std::int64_t i0 = 0; i0 < L; i0 += query_block) {
+        const std::int64_t nb = std::min(query_block, L - i0);
+        const std::int64_t n = i0 + nb;
+        auto Qb = Q.middleRows(i0, nb);
+        auto dOb = dO.middleRows(i0, nb);
+        // P_ij = exp(scale q_i.k_j - lse_i) for j <= i, else 0: recomputed, not saved.
+        auto Pb = P.topLeftCorner(nb, n);
+        Pb.noalias() = (Qb * K.topRows(n).transpose()) * scale;
+        for (std::int64_t r = 0; r < nb; ++r) {
+          const std::int64_t len = i0 + r + 1;
+          const S l = lse[(b + i0 + r) * heads + h];
+          Pb.row(r).head(len) = (Pb.row(r).head(len).array() - l).exp();
+          Pb.row(r).tail(n - len).setZero();
+          Dvec(r) = dOb.row(r).dot(O.row(i0 + r));  // D_i = dO_i . O_i
+        }
+        // dV += P^T dO
+        dV.topRows(n).noalias() += Pb.transpose() * dOb;
+        // dP = dO V^T; dS = P (dP - D), with the score scale folded in
+        auto dSb = dP.topLeftCorner(nb, n);
+        dSb.noalias() = dOb * V.topRows(n).transpose();
+        dSb = (Pb.array() * (dSb.array().colwise() - Dvec.head(nb).array())) * scale;
+        // dQ = dS K ; dK += dS^T Q
+        dQ.middleRows(i0, nb).noalias() = dSb * K.topRows(n);
+        dK.topRows(n).noalias() += dSb.transpose() * Qb;
       }
     }
   });

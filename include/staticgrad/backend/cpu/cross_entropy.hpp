@@ -6,10 +6,12 @@
 //   hidden, dhidden : [T, H]   final-norm output and its gradient
 //   w_lm            : [V, H]   LM head (= embed_tokens for tied checkpoints); frozen
 //   targets         : [T]      label token each position must predict, or -100
-//   logits (scratch): [chunk, V] per chunk, in S
+//   logits (scratch): [chunk, V] per chunk, in S (plus [chunk, H] gather buffers)
 // Invariants:
 //  - targets are already shifted (see shift_labels): targets[t] = labels[t+1]
 //    inside a sequence, -100 on the last token of each sequence (HF semantics).
+//  - A chunk is chunk_tokens *counted* tokens (ignored ones are skipped, not
+//    computed); peak scratch is chunk_tokens * (V + 2H) elements of S.
 //  - Logits and log-softmax in S (fp32 or double), max-subtracted so exp never
 //    overflows. The loss sum is accumulated in double in token order, so it
 //    does not depend on the chunk size.
@@ -24,6 +26,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -95,32 +98,42 @@ ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32
                 " is outside [0, " + std::to_string(vocab) + ") and is not -100",
             {"", "targets", std::nullopt});
   const std::int64_t H = hidden_size, V = vocab;
-  const std::int64_t chunk = std::min(chunk_tokens, std::max<std::int64_t>(T, 1));
+  // Only counted tokens go through the vocabulary products: ignored positions
+  // (prompt tokens, sequence ends) are common and cost nothing here. A chunk
+  // is chunk_tokens counted tokens, gathered into a contiguous [c, H] block.
+  std::vector<std::int64_t> rows_idx;  // token index of each counted token, in order
+  rows_idx.reserve(static_cast<std::size_t>(T));
+  for (std::int64_t t = 0; t < T; ++t)
+    if (targets[t] != ignore_index) rows_idx.push_back(t);
+  const std::int64_t counted = static_cast<std::int64_t>(rows_idx.size());
+  if (dhidden_or_null) std::fill(dhidden_or_null, dhidden_or_null + T * H, S(0));  // ignored rows
+  if (counted == 0) return {S(0), 0};
+
+  const std::int64_t chunk = std::min(chunk_tokens, counted);
+  std::vector<S> hbuf(static_cast<std::size_t>(chunk * H));    // [chunk, H] gathered hidden
   std::vector<S> logits(static_cast<std::size_t>(chunk * V));  // [chunk, V] scratch
+  std::vector<S> gbuf(dhidden_or_null ? static_cast<std::size_t>(chunk * H) : 0);  // [chunk, H]
   std::vector<double> row_loss(static_cast<std::size_t>(chunk));
   double loss_sum = 0;
-  std::int64_t counted = 0;
 
-  for (std::int64_t t0 = 0; t0 < T; t0 += chunk) {
-    const std::int64_t c = std::min(chunk, T - t0);
-    // [c, V] = hidden[t0 : t0+c] W^T. Column panels of V on separate threads:
-    // each writes its own columns, so the result does not depend on threads.
+  for (std::int64_t c0 = 0; c0 < counted; c0 += chunk) {
+    const std::int64_t c = std::min(chunk, counted - c0);
+    const std::int64_t* idx = rows_idx.data() + c0;
+    for (std::int64_t r = 0; r < c; ++r)
+      std::copy_n(hidden + idx[r] * H, H, hbuf.data() + r * H);
+    // [c, V] = hbuf W^T. Column panels of V on separate threads: each writes
+    // its own columns, so the result does not depend on the thread count.
     constexpr std::int64_t vpanel = 4096;  // vocab columns per task (~H*4096 weights)
     const std::int64_t npanel = (V + vpanel - 1) / vpanel;
     parallel_for(npanel, 2.0 * double(c) * double(H) * double(vpanel), [&](std::int64_t p) {
       const std::int64_t v0 = p * vpanel, vb = std::min(vpanel, V - v0);
-      matmul_nt<S>(c, vb, H, hidden + t0 * H, H, w_lm + v0 * H, H, logits.data() + v0, V);
+      matmul_nt<S>(c, vb, H, hbuf.data(), H, w_lm + v0 * H, H, logits.data() + v0, V);
     });
-    // Per row: stable log-softmax, loss, and (if wanted) the logit gradient
+    // Per row: stable log-softmax and loss; if wanted, the logit gradient
     // grad_scale * (softmax - onehot) written over the logits in place.
     parallel_for(c, 3.0 * double(V), [&](std::int64_t r) {
       S* row = logits.data() + r * V;
-      const std::int32_t tgt = targets[t0 + r];
-      if (tgt == ignore_index) {
-        row_loss[static_cast<std::size_t>(r)] = 0;
-        if (dhidden_or_null) std::fill(row, row + V, S(0));
-        return;
-      }
+      const std::int32_t tgt = targets[idx[r]];
       const S m = *std::max_element(row, row + V);
       S z = 0;
       for (std::int64_t j = 0; j < V; ++j) z += std::exp(row[j] - m);
@@ -131,19 +144,17 @@ ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32
         row[tgt] -= grad_scale;
       }
     });
-    for (std::int64_t r = 0; r < c; ++r)
-      if (targets[t0 + r] != ignore_index) {
-        loss_sum += row_loss[static_cast<std::size_t>(r)];
-        ++counted;
-      }
-    // dhidden[t0 : t0+c] = G[c, V] W[V, H]: split over hidden columns.
+    for (std::int64_t r = 0; r < c; ++r) loss_sum += row_loss[static_cast<std::size_t>(r)];
+    // dhidden rows = G[c, V] W[V, H], split over hidden columns, then scattered.
     if (dhidden_or_null) {
       constexpr std::int64_t hpanel = 128;  // hidden columns per task
       const std::int64_t nh = (H + hpanel - 1) / hpanel;
       parallel_for(nh, 2.0 * double(c) * double(V) * double(hpanel), [&](std::int64_t p) {
         const std::int64_t h0 = p * hpanel, hb = std::min(hpanel, H - h0);
-        matmul_nn<S>(c, hb, V, logits.data(), V, w_lm + h0, H, dhidden_or_null + t0 * H + h0, H);
+        matmul_nn<S>(c, hb, V, logits.data(), V, w_lm + h0, H, gbuf.data() + h0, H);
       });
+      for (std::int64_t r = 0; r < c; ++r)
+        std::copy_n(gbuf.data() + r * H, H, dhidden_or_null + idx[r] * H);
     }
   }
   return {static_cast<S>(loss_sum), counted};
