@@ -152,8 +152,9 @@ constexpr backward_graph<N> build_backward(const node_table<N>& t, const std::ar
 }
 
 // An accumulation on behalf of owner a into a gradient value shared with
-// owner b, while b's gradient is bound and not yet read, would corrupt b's
-// gradient. Returns the owner whose alias must be refused, or -1.
+// owner b, while b's gradient is bound and not yet read (or is being read by
+// the very same step, as dy of a GEMM that would then read what it writes),
+// would corrupt b's gradient. Returns the owner whose alias must be refused, or -1.
 template <int N>
 constexpr int find_alias_hazard(const node_table<N>& t, const backward_graph<N>& b) {
   for (int i = 0; i < b.n_steps; ++i) {
@@ -163,7 +164,7 @@ constexpr int find_alias_hazard(const node_table<N>& t, const backward_graph<N>&
       if (s.dx[k] < 0) continue;
       const int a = n.in[k];
       for (int o = 0; o < t.count; ++o)
-        if (o != a && b.grad_of[o] == s.dx[k] && b.bind_time[o] < s.time && s.time < b.read_time[o]) return a;
+        if (o != a && b.grad_of[o] == s.dx[k] && b.bind_time[o] < s.time && s.time <= b.read_time[o]) return a;
     }
   }
   return -1;

@@ -51,6 +51,7 @@ struct buffer_plan {
   std::array<slot, N> grad{};   // gradient values
   int workspace_width = 0;      // peak elements per token of the workspace
   int workspace_naive = 0;      // the same without any reuse (for comparison)
+  int forward_peak = 0;         // elements per token of the workspace live during forward
   int saved_act_width = 0;
   int saved_stat_width = 0;
   int saved_rank_width = 0;     // in units of r
@@ -188,8 +189,11 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
     }
     p.grad[g] = s;
   }
-  for (int i = 0; i < n_placed; ++i)
-    if (placed[i].offset + placed[i].width > p.workspace_width) p.workspace_width = placed[i].offset + placed[i].width;
+  for (int i = 0; i < n_placed; ++i) {
+    const int end = placed[i].offset + placed[i].width;
+    if (end > p.workspace_width) p.workspace_width = end;
+    if (placed[i].def < F && end > p.forward_peak) p.forward_peak = end;
+  }
   return p;
 }
 

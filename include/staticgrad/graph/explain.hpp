@@ -133,8 +133,8 @@ std::string explain(const explain_options& opt = {}) {
     o += fmt::format("  {:<26} width {:>6} at {:>6}  live {}..{}\n", detail::grad_name(t, b, g), p.grad[g].width,
                      p.grad[g].offset, when(p.grad[g].def), when(p.grad[g].last));
   }
-  o += fmt::format("  workspace peak {} B/token ({} B/token without reuse)\n", C::workspace_bytes_per_token(),
-                   2L * p.workspace_naive);
+  o += fmt::format("  workspace peak {} B/token ({} B/token without reuse; forward alone {} B/token)\n",
+                   C::workspace_bytes_per_token(), 2L * p.workspace_naive, 2L * p.forward_peak);
   o += fmt::format("  peak per layer: saved {} B/token + shared workspace {} B/token\n", C::saved_bytes_per_token(r),
                    C::workspace_bytes_per_token());
   return o;

@@ -9,7 +9,7 @@
 //   4. it is not a graph output.
 // A violation is reported by instantiating a type whose name reads as the
 // diagnosis, e.g.
-//   in_place_op<"silu_ 'act'">::overwrites<"gate">::saved_for_backward_of<"silu_ 'act'">
+//   in_place_op<"silu_ (act)">::overwrites<"gate">::saved_for_backward_of<"silu_ (act)">
 // and whose static_assert message says what to do about it. (C++20 cannot put
 // computed text in a static_assert message; the compiler prints the type with
 // the names right above it.)
@@ -44,18 +44,31 @@ constexpr in_place_violation find_in_place_violation(const node_table<N>& t, con
     }
     // Reads by op n itself through a second operand (add_<x, x>) are fine:
     // a row is read before it is written.
-    if (b.saved[v]) return {in_place_problem::saved_for_backward, n, v, b.saved_by[v]};
+    if (b.saved[v]) {
+      // Name the op whose backward needs v, preferring one other than n itself
+      // (silu_ saves its own input, but the reader elsewhere is the news).
+      int needer = b.saved_by[v];
+      for (int i = 0; i < b.n_steps; ++i) {
+        const int r = b.steps[i].fwd;
+        if (r == n) continue;
+        const auto tr = traits_of(t.nodes[r].kind);
+        bool reads = r == v && tr.saves.out;
+        for (int k = 0; k < t.nodes[r].n_in; ++k) reads = reads || (t.nodes[r].in[k] == v && tr.saves.in[k]);
+        if (reads) needer = r;
+      }
+      return {in_place_problem::saved_for_backward, n, v, needer};
+    }
   }
   return {};
 }
 
-// "<op> '<value name>'", e.g. "rope_ 'q'": how messages name a node.
+// "<op> (<value name>)", e.g. "rope_ (q)": how messages and explain name a node.
 template <int N>
 constexpr name_buf node_label(const node_table<N>& t, int i) {
   const auto& n = t.nodes[i];
   name_buf s(traits_of(n.kind).name);
   if (n.inplace) s.append("_");
-  s.append(" '").append(n.name.view()).append("'");
+  s.append(" (").append(n.name.view()).append(")");
   return s;
 }
 

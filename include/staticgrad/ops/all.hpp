@@ -42,3 +42,35 @@ constexpr bool is_leaf(op_kind k) { return traits_of(k).fusion == fusion_class::
 constexpr bool is_rowwise(fusion_class f) { return f == fusion_class::pointwise || f == fusion_class::row; }
 
 }  // namespace staticgrad::graph
+
+// Everything a graph is written with, in one namespace:
+//   using namespace staticgrad::dsl;
+//   using G = graph<let<"h", rmsnorm<in<"x", 896>, vec<"norm", 896>>>, ...>;
+namespace staticgrad::dsl {
+using ::staticgrad::graph::frozen;
+using ::staticgrad::graph::frozen_rows;
+using ::staticgrad::graph::graph;
+using ::staticgrad::graph::in;
+using ::staticgrad::graph::let;
+using ::staticgrad::graph::lora_params;
+using ::staticgrad::graph::out;
+using ::staticgrad::graph::ref;
+using ::staticgrad::graph::token_ids;
+using ::staticgrad::graph::vec;
+using staticgrad::add;
+using staticgrad::add_;
+using staticgrad::attention;
+using staticgrad::bias_add;
+using staticgrad::bias_add_;
+using staticgrad::embedding;
+using staticgrad::linear;
+using staticgrad::lm_head_cross_entropy;
+using staticgrad::lora;
+using staticgrad::mul;
+using staticgrad::rmsnorm;
+using staticgrad::rope;
+using staticgrad::rope_;
+using staticgrad::silu;
+using staticgrad::silu_;
+using staticgrad::swiglu;
+}  // namespace staticgrad::dsl

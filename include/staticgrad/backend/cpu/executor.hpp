@@ -128,6 +128,7 @@ class program {
   void forward(saved_state& s) {
     saved_ = &s;
     if (static_cast<std::int64_t>(s.act.size()) != T_ * plan::buffers.saved_act_width ||
+        static_cast<std::int64_t>(s.stat.size()) != T_ * plan::buffers.saved_stat_width ||
         static_cast<std::int64_t>(s.rank.size()) != T_ * cfg_.rank * plan::buffers.saved_rank_width)
       s.resize(T_, cfg_.rank);
     check_externals();

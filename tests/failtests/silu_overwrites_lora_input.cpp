@@ -1,0 +1,24 @@
+// Failtest: The LoRA adapter saves its input h for dA = dZ^T dropout(h); silu_ over h afterwards destroys it.
+// Built twice by ctest (label failtest): with SG_FAILTEST_OK it must compile;
+// without, it must fail with every `expect:` line in the compiler's output.
+// expect: overwrites a value that the backward pass needs
+// expect: {"silu_ (s)"}
+// expect: overwrites<staticgrad::fixed_string<2>{"h"}>
+// expect: {"lora (q.lora)"}
+#include "staticgrad/graph/plan.hpp"
+
+using namespace staticgrad::dsl;
+
+
+#ifdef SG_FAILTEST_OK
+#define SG_MUT silu<ref<"h">>
+#else
+#define SG_MUT silu_<ref<"h">>
+#endif
+
+using G = graph<let<"h", rmsnorm<in<"x", 8>, vec<"norm", 8>>>,
+                 out<"q", add<linear<ref<"h">, frozen<"w", 8, 8>>, lora<ref<"h">, lora_params<"q_proj", 8, 8>>>>,
+                 out<"s", SG_MUT>>;
+static_assert(staticgrad::graph::compiled<G>::in_place_ok);
+
+int main() { return 0; }
