@@ -162,7 +162,10 @@ def build_case(name, c, root):
             assert p.grad is not None and ("lora_A" in pname or "lora_B" in pname), pname
             tensors[pname.replace(".default.", ".")] = p.grad.detach().clone().contiguous()
             n_grads += 1
-    save_file(tensors, os.path.join(out, "expected.safetensors"), metadata={"format": "pt", **versions()})
+    # PEFT's own LoRA scaling factor of a targeted module (alpha/r or alpha/sqrt(r)).
+    first = next(m for m in pm.modules() if hasattr(m, "scaling") and isinstance(m.scaling, dict))
+    meta = {"format": "pt", "lora_scaling": repr(float(first.scaling["default"])), **versions()}
+    save_file(tensors, os.path.join(out, "expected.safetensors"), metadata=meta)
 
     # The saved files alone must reproduce the reference logits (bf16 cases
     # hold bf16-exact weights, so this is exact).
