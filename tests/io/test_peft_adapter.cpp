@@ -168,3 +168,19 @@ TEST_CASE("scaling rule and zero-initialised shapes") {
   CHECK(ad.at(0, lora_target::down_proj).a.size() == static_cast<std::size_t>(16 * mc.intermediate_size));
   CHECK(ad.at(0, lora_target::q_proj).a.empty());
 }
+
+TEST_CASE("the writer refuses adapters PEFT or the reader would reject") {
+  const hf_config mc = read_hf_config(sg_fixtures::hf_fixture_dir("untied_v256_l2_r8_rslora_subset"));
+  sg_test::scratch_dir dir;
+  lora_config c;
+  c.target_modules = {lora_target::q_proj};
+  lora_adapter ok = make_lora_adapter(c, mc);
+  CHECK_NOTHROW(write_peft_adapter(dir / "a", ok, mc));
+  lora_adapter none = ok;
+  none.config.target_modules.clear();
+  SG_CHECK_ERROR(write_peft_adapter(dir / "b", none, mc), "empty", "b", "target_modules");
+  hf_config three = mc;
+  three.num_hidden_layers = 3;
+  SG_CHECK_ERROR(write_peft_adapter(dir / "c", ok, three), "layers", "c", "num_hidden_layers");
+  CHECK(!std::filesystem::exists(dir / "b"));
+}

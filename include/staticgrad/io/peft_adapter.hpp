@@ -284,6 +284,14 @@ inline lora_adapter read_peft_adapter(const std::filesystem::path& dir, const hf
 // Writes DIR/adapter_config.json and DIR/adapter_model.safetensors (F32,
 // metadata {"format": "pt"}); creates DIR if needed. Each file is atomic.
 inline void write_peft_adapter(const std::filesystem::path& dir, const lora_adapter& ad, const hf_config& model) {
+  // Refuse to write what read_peft_adapter (and PEFT) would reject.
+  if (ad.config.r <= 0) throw error("r must be positive", {dir.string(), "r", {}});
+  if (!(ad.config.lora_alpha > 0)) throw error("lora_alpha must be positive", {dir.string(), "lora_alpha", {}});
+  if (ad.config.target_modules.empty()) throw error("target_modules is empty", {dir.string(), "target_modules", {}});
+  if (ad.num_layers != model.num_hidden_layers || ad.layers.size() != static_cast<std::size_t>(ad.num_layers))
+    throw error("the adapter has " + std::to_string(ad.num_layers) + " layers, the model " +
+                    std::to_string(model.num_hidden_layers),
+                {dir.string(), "num_hidden_layers", {}});
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
   if (ec) throw error("cannot create the adapter directory: " + ec.message(), {dir.string(), {}, {}});
