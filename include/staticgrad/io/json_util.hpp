@@ -1,0 +1,130 @@
+#pragma once
+// Strict JSON reading for the file-format layer.
+//
+// Invariants:
+//  - Parsing never lets a nlohmann exception escape: every parse failure
+//    becomes `staticgrad::error` naming the file.
+//  - Duplicate keys in any object are an error (nlohmann would silently keep
+//    the last one, which would let a malicious or broken header describe a
+//    tensor twice). They are detected with a parse callback that keeps one
+//    key set per open object.
+//  - The typed getters check the JSON type before converting, so a wrong
+//    type is reported with the file and the key, never as a nlohmann
+//    type_error.
+#include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "staticgrad/core/error.hpp"
+
+namespace staticgrad::io {
+
+using json = nlohmann::json;
+
+// Parses `text` as JSON; rejects syntax errors and duplicate keys.
+// `file` is used for error context only.
+inline json parse_json_strict(std::string_view text, const std::string& file) {
+  std::vector<std::set<std::string>> keys;  // one set per currently open object
+  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) -> bool {
+    switch (ev) {
+      case json::parse_event_t::object_start: keys.emplace_back(); break;
+      case json::parse_event_t::object_end:
+        if (!keys.empty()) keys.pop_back();
+        break;
+      case json::parse_event_t::key: {
+        const std::string& k = parsed.get_ref<const std::string&>();
+        if (keys.empty() || !keys.back().insert(k).second)
+          throw error("invalid JSON: duplicate key (each key may appear once per object)", {file, k, {}});
+        break;
+      }
+      default: break;
+    }
+    return true;
+  };
+  try {
+    return json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const json::exception& e) {
+    throw error(std::string("invalid JSON: ") + e.what(), {file, {}, {}});
+  }
+}
+
+// Reads a whole (small) text file. Caps the size so that a wrong path (a
+// multi-gigabyte weights file passed as config) fails clearly.
+inline std::string read_text_file(const std::filesystem::path& path, std::size_t max_bytes = 256u << 20) {
+  const std::string p = path.string();
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw error("cannot open: expected a regular file", {p, {}, {}});
+  const auto size = std::filesystem::file_size(path, ec);
+  if (ec) throw error("cannot read the file size: " + ec.message(), {p, {}, {}});
+  if (size > max_bytes)
+    throw error("file too large for a JSON file (" + std::to_string(size) + " bytes, at most " +
+                    std::to_string(max_bytes) + " expected)",
+                {p, {}, {}});
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw error("cannot open for reading", {p, {}, {}});
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw error("read error", {p, {}, {}});
+  return ss.str();
+}
+
+inline json read_json_file(const std::filesystem::path& path) {
+  return parse_json_strict(read_text_file(path), path.string());
+}
+
+// ---- typed getters: key lookup with type checks and error context ----------
+
+inline const json* find_key(const json& obj, std::string_view key) {
+  if (!obj.is_object()) return nullptr;
+  auto it = obj.find(key);
+  return it == obj.end() ? nullptr : &*it;
+}
+
+inline std::int64_t json_int(const json& v, const std::string& file, const std::string& key) {
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<std::uint64_t>();
+    if (u > static_cast<std::uint64_t>(std::numeric_limits<std::int64_t>::max()))
+      throw error("integer out of range", {file, key, {}});
+    return static_cast<std::int64_t>(u);
+  }
+  if (v.is_number_integer()) return v.get<std::int64_t>();
+  throw error("expected an integer, got " + std::string(v.type_name()), {file, key, {}});
+}
+
+inline double json_number(const json& v, const std::string& file, const std::string& key) {
+  if (!v.is_number()) throw error("expected a number, got " + std::string(v.type_name()), {file, key, {}});
+  return v.get<double>();
+}
+
+inline bool json_bool(const json& v, const std::string& file, const std::string& key) {
+  if (!v.is_boolean()) throw error("expected true or false, got " + std::string(v.type_name()), {file, key, {}});
+  return v.get<bool>();
+}
+
+inline std::string json_string(const json& v, const std::string& file, const std::string& key) {
+  if (!v.is_string()) throw error("expected a string, got " + std::string(v.type_name()), {file, key, {}});
+  return v.get<std::string>();
+}
+
+inline const json& require_key(const json& obj, std::string_view key, const std::string& file) {
+  const json* v = find_key(obj, key);
+  if (!v) throw error("missing required key", {file, std::string(key), {}});
+  return *v;
+}
+
+// A positive integer field (sizes, counts).
+inline std::int64_t require_positive_int(const json& obj, std::string_view key, const std::string& file) {
+  const std::int64_t v = json_int(require_key(obj, key, file), file, std::string(key));
+  if (v <= 0) throw error("expected a positive integer, got " + std::to_string(v), {file, std::string(key), {}});
+  return v;
+}
+
+}  // namespace staticgrad::io
