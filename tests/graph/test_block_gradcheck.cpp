@@ -24,7 +24,7 @@ TEST_CASE("tiny block with LoRA dropout and rsLoRA-like scaling matches finite d
 
 TEST_CASE("tiny block out of place computes the same values and gradients as in place") {
   sgtest::graph_instance<models::qwen2_block<tiny>> a({});
-  sgtest::graph_instance<models::qwen2_block<tiny, models::lora_target::all_seven, false>> b({});
+  sgtest::graph_instance<models::qwen2_block<tiny, models::lora_mask::all_seven, false>> b({});
   CHECK(a.loss() == doctest::Approx(b.loss()).epsilon(1e-12));
   a.backward();
   b.backward();

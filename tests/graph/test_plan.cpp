@@ -107,7 +107,7 @@ TEST_CASE_TEMPLATE("Qwen2.5 block saved set and its bytes per token", S, qwen05,
 
 TEST_CASE("in-place ops share their input's slot and shrink the workspace") {
   using in_place = sg::graph::compiled<sg::models::qwen2_block<qwen05>>;
-  using out_of_place = sg::graph::compiled<sg::models::qwen2_block<qwen05, sg::models::lora_target::all_seven, false>>;
+  using out_of_place = sg::graph::compiled<sg::models::qwen2_block<qwen05, sg::models::lora_mask::all_seven, false>>;
   // h = o + x in place: h lives in o's slot; y = down + h in place: down is
   // written straight into the caller's output.
   CHECK(in_place::buffers.value[in_place::find("h")].owner == in_place::find("o"));

@@ -32,7 +32,7 @@ struct block_shape {
 };
 
 // LoRA targets as a bit set over the seven projections (PEFT's module names).
-namespace lora_target {
+namespace lora_mask {
 inline constexpr unsigned q_proj = 1, k_proj = 2, v_proj = 4, o_proj = 8, gate_proj = 16, up_proj = 32,
                           down_proj = 64, none = 0, all_seven = 127, attention_only = 15;
 }
@@ -48,13 +48,13 @@ template <bool InPlace, class X, class B> using bias_maybe_ = std::conditional_t
 template <bool InPlace, class X, int D> using rope_maybe_ = std::conditional_t<InPlace, rope_<X, D>, rope<X, D>>;
 }  // namespace detail
 
-template <class S, unsigned Targets = lora_target::all_seven, bool InPlace = true>
+template <class S, unsigned Targets = lora_mask::all_seven, bool InPlace = true>
 struct qwen2_block_graph {
   static constexpr int H = S::hidden, I = S::intermediate, D = S::head_dim, QW = S::q_width, KW = S::kv_width;
-  static constexpr bool lq = Targets & lora_target::q_proj, lk = Targets & lora_target::k_proj,
-                        lv = Targets & lora_target::v_proj, lo = Targets & lora_target::o_proj,
-                        lg = Targets & lora_target::gate_proj, lu = Targets & lora_target::up_proj,
-                        ld = Targets & lora_target::down_proj;
+  static constexpr bool lq = Targets & lora_mask::q_proj, lk = Targets & lora_mask::k_proj,
+                        lv = Targets & lora_mask::v_proj, lo = Targets & lora_mask::o_proj,
+                        lg = Targets & lora_mask::gate_proj, lu = Targets & lora_mask::up_proj,
+                        ld = Targets & lora_mask::down_proj;
   using x = graph::in<"x", H>;
   using h1 = graph::ref<"h1">;
   template <fixed_string W, fixed_string A, int Out, int In, bool L, class X>
@@ -81,7 +81,7 @@ struct qwen2_block_graph {
       graph::out<"y", detail::add_maybe_<InPlace, graph::ref<"down">, graph::ref<"h">>>>;
 };
 
-template <class S, unsigned Targets = lora_target::all_seven, bool InPlace = true>
+template <class S, unsigned Targets = lora_mask::all_seven, bool InPlace = true>
 using qwen2_block = typename qwen2_block_graph<S, Targets, InPlace>::type;
 
 }  // namespace staticgrad::models

@@ -1,0 +1,265 @@
+#pragma once
+// Qwen2ForCausalLM with LoRA on the CPU backend:
+//   x_0 = embed(input_ids);  x_{l+1} = block_l(x_l);  loss = CE(norm(x_L) W_lm^T, shifted labels)
+// The block is the one static graph (qwen2_block.hpp) applied to each layer's
+// weights; the embedding and the head are graphs too (below), run by the
+// same executor. Forward keeps each layer's input x_l (the residual stream,
+// the block's external saved value) and its saved arena; backward runs the
+// head's, then each block's backward, updating one residual-gradient buffer
+// in place (the plan aliases d(x) to d(y)).
+//
+// Invariants:
+//   * weights are stored in float (converted from the checkpoint's bf16/f16/f32);
+//   * LoRA parameters are the io::lora_adapter (f32, PEFT layout); modules the
+//     adapter does not target are bound as zero adapters without gradients,
+//     which is exact (their contribution is 0) and lets one compiled plan serve
+//     every subset of targets;
+//   * the loss is the mean token cross-entropy over all counted tokens of the
+//     batch (labels shifted inside each sequence, -100 ignored).
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "staticgrad/backend/cpu/cross_entropy.hpp"
+#include "staticgrad/backend/cpu/executor.hpp"
+#include "staticgrad/io/checkpoint.hpp"
+#include "staticgrad/io/hf_config.hpp"
+#include "staticgrad/io/peft_adapter.hpp"
+#include "staticgrad/io/safetensors.hpp"
+#include "staticgrad/models/qwen2.hpp"
+
+namespace staticgrad::models {
+
+template <int H>
+using qwen2_embedding_graph =
+    dsl::graph<dsl::out<"x", dsl::embedding<dsl::token_ids<"input_ids">, dsl::frozen_rows<"model.embed_tokens.weight", H>>>>;
+
+template <int H>
+using qwen2_head_graph =
+    dsl::graph<dsl::let<"hn", dsl::rmsnorm<dsl::in<"h", H>, dsl::vec<"model.norm.weight", H>>>,
+               dsl::out<"loss", dsl::lm_head_cross_entropy<dsl::ref<"hn">, dsl::frozen_rows<"lm_head.weight", H>,
+                                                           dsl::token_ids<"targets">>>>;
+
+// One batch: tokens of packed sequences, HF-aligned labels (shifted inside).
+struct batch_view {
+  std::span<const std::int32_t> input_ids;  // [T]
+  std::span<const std::int32_t> labels;     // [T], -100 = ignored; empty = input_ids
+  cpu::token_layout layout;                 // sequences and positions
+};
+
+struct loss_result {
+  double loss_sum = 0;        // sum of token cross-entropies
+  std::int64_t counted = 0;   // tokens counted
+  double mean() const { return counted ? loss_sum / double(counted) : 0.0; }
+};
+
+template <class Shape>
+class qwen2_model {
+ public:
+  static constexpr int H = Shape::hidden;
+  using block_program = cpu::program<qwen2_block<Shape>, float>;
+  using head_program = cpu::program<qwen2_head_graph<H>, float>;
+  using embed_program = cpu::program<qwen2_embedding_graph<H>, float>;
+
+  // Loads the frozen weights of `dir` (config.json + safetensors).
+  static std::unique_ptr<qwen2_model> load(const std::filesystem::path& dir) {
+    auto m = std::unique_ptr<qwen2_model>(new qwen2_model());
+    m->config_ = io::read_hf_config(dir / "config.json");
+    require(shape_matches<Shape>(m->config_), "config does not match the compiled block shape " + shape_text<Shape>(),
+            {(dir / "config.json").string(), "", std::nullopt});
+    const auto ck = io::checkpoint::open(dir);
+    m->load_weights(ck);
+    return m;
+  }
+
+  const io::hf_config& config() const { return config_; }
+  std::int64_t layers() const { return config_.num_hidden_layers; }
+  std::int64_t vocab() const { return config_.vocab_size; }
+
+  // The frozen weights by their checkpoint names (float), for merge and tests.
+  const std::vector<float>& weight(const std::string& name) const { return weights_.at(name); }
+  std::vector<std::string> weight_names() const {
+    std::vector<std::string> v;
+    for (auto& [k, _] : weights_) v.push_back(k);
+    return v;
+  }
+
+  // Attaches the adapter (not owned; must outlive the calls). Gradients, if
+  // wanted, go to `grads` (same shapes as the adapter; accumulated).
+  void attach(io::lora_adapter* adapter, io::lora_adapter* grads = nullptr) {
+    adapter_ = adapter;
+    grads_ = grads;
+    require(adapter->num_layers == layers(), "the adapter has " + std::to_string(adapter->num_layers) +
+                                                 " layers, the model " + std::to_string(layers()));
+    const auto r = adapter->config.r;
+    zeros_.assign(static_cast<std::size_t>(r * std::max<std::int64_t>(config_.intermediate_size, config_.q_dim()) * 2), 0.f);
+  }
+
+  // Loss over a batch; with `backward`, accumulates the LoRA gradients of the
+  // mean loss into the attached gradient adapter. `seed_scale` replaces the
+  // 1/counted of the mean (for a mean over several micro-batches).
+  loss_result step(const batch_view& b, bool backward, double seed_scale = 0.0, std::uint64_t dropout_seed = 0) {
+    require(adapter_ != nullptr, "no LoRA adapter attached");
+    const std::int64_t T = static_cast<std::int64_t>(b.input_ids.size());
+    require(T > 0 && b.layout.tokens() == T, "the batch's layout does not cover its tokens");
+    const auto& lc = adapter_->config;
+    runtime_config cfg{.eps = float(config_.rms_norm_eps),
+                       .rope_theta = float(config_.rope_theta),
+                       .lora_scaling = float(lc.scaling()),
+                       .lora_dropout = backward ? float(lc.lora_dropout) : 0.0f,
+                       .seed = dropout_seed,
+                       .layer = 0,
+                       .rank = int(lc.r)};
+    const std::int64_t L = layers();
+    hidden_.resize(static_cast<std::size_t>(L + 1));
+    for (auto& h : hidden_) h.assign(static_cast<std::size_t>(T * H), 0.f);
+    saved_.resize(static_cast<std::size_t>(L));
+    // Embedding.
+    embed_.set_batch(T, b.layout, cfg);
+    embed_.set_parameters(embed_params_);
+    embed_.set_ids("input_ids", b.input_ids.data());
+    embed_.set_output("x", hidden_[0].data());
+    typename embed_program::saved_state es;
+    embed_.forward(es);
+    // Blocks.
+    block_.set_batch(T, b.layout, cfg);
+    for (std::int64_t l = 0; l < L; ++l) {
+      cfg.layer = int(l);
+      block_.set_batch(T, b.layout, cfg);
+      block_.set_parameters(layer_params(l));
+      block_.set_input("x", hidden_[l].data());
+      block_.set_output("y", hidden_[l + 1].data());
+      block_.forward(saved_[l]);
+    }
+    // Head.
+    targets_ = cpu::shift_labels(b.labels.empty() ? b.input_ids : b.labels, b.layout);
+    loss_.assign(static_cast<std::size_t>(T), 0.f);
+    head_.set_batch(T, b.layout, cfg);
+    head_.set_parameters(head_params_);
+    head_.set_input("h", hidden_[L].data());
+    head_.set_ids("targets", targets_.data());
+    head_.set_output("loss", loss_.data());
+    head_.forward(head_saved_);
+    loss_result res;
+    for (std::int64_t t = 0; t < T; ++t)
+      if (targets_[t] != cpu::ignore_index) {
+        res.loss_sum += loss_[t];
+        ++res.counted;
+      }
+    if (!backward || res.counted == 0) return res;
+    // Backward: seed d(loss_t) = scale for counted tokens.
+    const double scale = seed_scale > 0 ? seed_scale : 1.0 / double(res.counted);
+    dloss_.assign(static_cast<std::size_t>(T), 0.f);
+    for (std::int64_t t = 0; t < T; ++t)
+      if (targets_[t] != cpu::ignore_index) dloss_[t] = float(scale);
+    grad_.assign(static_cast<std::size_t>(T * H), 0.f);
+    head_.set_grad("loss", dloss_.data());
+    head_.set_grad("h", grad_.data());
+    head_.backward(head_saved_);
+    for (std::int64_t l = L - 1; l >= 0; --l) {
+      cfg.layer = int(l);
+      block_.set_batch(T, b.layout, cfg);
+      block_.set_parameters(layer_params(l));
+      block_.set_input("x", hidden_[l].data());
+      block_.set_output("y", hidden_[l + 1].data());
+      block_.set_grad("y", grad_.data());
+      block_.set_grad("x", grad_.data());  // the residual gradient, updated in place
+      block_.backward(saved_[l]);
+    }
+    return res;
+  }
+
+  // Logits [T, vocab] of the last forward (after step()), for parity checks.
+  std::vector<float> logits(std::int64_t T) const {
+    std::vector<float> out(static_cast<std::size_t>(T * vocab()));
+    cpu::lm_head_logits<float>(head_.value("hn"), lm_head_, out.data(), T, H, vocab());
+    return out;
+  }
+
+ private:
+  qwen2_model() = default;
+
+  void load_weights(const io::checkpoint& ck) {
+    const std::string file = ck.source();
+    auto take = [&](const std::string& name, std::initializer_list<std::int64_t> shape) {
+      const auto& t = ck.at(name);
+      io::require_shape(t, shape);
+      weights_[name] = io::to_f32(t);
+    };
+    const std::int64_t V = vocab(), I = Shape::intermediate, QW = Shape::q_width, KW = Shape::kv_width;
+    take("model.embed_tokens.weight", {V, H});
+    take("model.norm.weight", {H});
+    if (ck.contains("lm_head.weight")) take("lm_head.weight", {V, H});
+    else
+      require(config_.tie_word_embeddings, "the checkpoint has no lm_head.weight and tie_word_embeddings is false",
+              {file, "lm_head.weight", std::nullopt});
+    lm_head_ = weights_.count("lm_head.weight") ? weights_["lm_head.weight"].data() : weights_["model.embed_tokens.weight"].data();
+    for (std::int64_t l = 0; l < layers(); ++l) {
+      const std::string p = "model.layers." + std::to_string(l) + ".";
+      take(p + "input_layernorm.weight", {H});
+      take(p + "post_attention_layernorm.weight", {H});
+      take(p + "self_attn.q_proj.weight", {QW, H});
+      take(p + "self_attn.q_proj.bias", {QW});
+      take(p + "self_attn.k_proj.weight", {KW, H});
+      take(p + "self_attn.k_proj.bias", {KW});
+      take(p + "self_attn.v_proj.weight", {KW, H});
+      take(p + "self_attn.v_proj.bias", {KW});
+      take(p + "self_attn.o_proj.weight", {H, QW});
+      take(p + "mlp.gate_proj.weight", {I, H});
+      take(p + "mlp.up_proj.weight", {I, H});
+      take(p + "mlp.down_proj.weight", {H, I});
+    }
+    embed_params_.frozen["model.embed_tokens.weight"] = {weights_["model.embed_tokens.weight"].data(), V, H};
+    head_params_.frozen["model.norm.weight"] = {weights_["model.norm.weight"].data(), 1, H};
+    head_params_.frozen["lm_head.weight"] = {lm_head_, V, H};
+  }
+
+  cpu::parameters<float> layer_params(std::int64_t l) {
+    cpu::parameters<float> p;
+    const std::string pre = "model.layers." + std::to_string(l) + ".";
+    for (const char* n : {"input_layernorm.weight", "post_attention_layernorm.weight", "self_attn.q_proj.bias",
+                          "self_attn.k_proj.bias", "self_attn.v_proj.bias"}) {
+      auto& w = weights_.at(pre + n);
+      p.frozen[n] = {w.data(), 1, std::int64_t(w.size())};
+    }
+    for (auto t : io::all_lora_targets) {
+      const std::string module = std::string(io::target_parent(t)) + "." + std::string(io::target_name(t));
+      auto& w = weights_.at(pre + module + ".weight");
+      const std::int64_t out = io::target_out_features(t, config_), in = io::target_in_features(t, config_);
+      p.frozen[module + ".weight"] = {w.data(), out, in};
+      const int r = int(adapter_->config.r);
+      if (adapter_->config.targets(t)) {
+        auto& pr = adapter_->at(l, t);
+        cpu::lora_param<float> lp{pr.a.data(), pr.b.data(), nullptr, nullptr, r};
+        if (grads_) {
+          lp.dA = grads_->at(l, t).a.data();
+          lp.dB = grads_->at(l, t).b.data();
+        }
+        p.lora[module] = lp;
+      } else {
+        p.lora[module] = {zeros_.data(), zeros_.data(), nullptr, nullptr, r};  // inactive: exactly zero
+      }
+    }
+    return p;
+  }
+
+  io::hf_config config_;
+  std::map<std::string, std::vector<float>> weights_;
+  const float* lm_head_ = nullptr;
+  io::lora_adapter* adapter_ = nullptr;
+  io::lora_adapter* grads_ = nullptr;
+  std::vector<float> zeros_;
+  cpu::parameters<float> embed_params_, head_params_;
+  embed_program embed_;
+  block_program block_;
+  head_program head_;
+  std::vector<std::vector<float>> hidden_;
+  std::vector<typename block_program::saved_state> saved_;
+  typename head_program::saved_state head_saved_;
+  std::vector<std::int32_t> targets_;
+  std::vector<float> loss_, dloss_, grad_;
+};
+
+}  // namespace staticgrad::models
