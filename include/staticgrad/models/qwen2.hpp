@@ -5,7 +5,9 @@
 // A block shape is static (hidden, intermediate, heads, KV heads, head dim);
 // layers, vocabulary, rope theta and norm eps are read from the file at run
 // time. The Coder and Instruct variants share their base model's shape.
+#include <optional>
 #include <string>
+#include <type_traits>
 #include <utility>
 
 #include "staticgrad/core/error.hpp"
@@ -59,7 +61,7 @@ std::string shape_text() {
 // describes; throws naming the file, listing the supported shapes and how to
 // add one otherwise.
 template <class F, class... Shapes>
-decltype(auto) dispatch_shape(const io::hf_config& c, const std::string& file, F&& f, shape_list<Shapes...> = all_shapes{}) {
+decltype(auto) dispatch_shape(const io::hf_config& c, const std::string& file, F&& f, shape_list<Shapes...>) {
   using R = decltype(f.template operator()<qwen2_tiny>());
   if constexpr (std::is_void_v<R>) {
     const bool found = ((shape_matches<Shapes>(c) ? (f.template operator()<Shapes>(), true) : false) || ...);
@@ -81,8 +83,13 @@ decltype(auto) dispatch_shape(const io::hf_config& c, const std::string& file, F
 }
 
 // The shape named on the command line ("0.5b", "1.5b", ...).
+template <class F>
+decltype(auto) dispatch_shape(const io::hf_config& c, const std::string& file, F&& f) {
+  return dispatch_shape(c, file, std::forward<F>(f), all_shapes{});
+}
+
 template <class F, class... Shapes>
-decltype(auto) dispatch_shape_name(const std::string& name, F&& f, shape_list<Shapes...> = all_shapes{}) {
+decltype(auto) dispatch_shape_name(const std::string& name, F&& f, shape_list<Shapes...>) {
   io::hf_config c;
   bool known = false;
   ((name == shape_name<Shapes>::value ? (c.hidden_size = Shapes::hidden, c.intermediate_size = Shapes::intermediate,
@@ -96,6 +103,10 @@ decltype(auto) dispatch_shape_name(const std::string& name, F&& f, shape_list<Sh
     throw error("unknown model size '" + name + "'; known sizes: " + list);
   }
   return dispatch_shape(c, "", std::forward<F>(f), shape_list<Shapes...>{});
+}
+template <class F>
+decltype(auto) dispatch_shape_name(const std::string& name, F&& f) {
+  return dispatch_shape_name(name, std::forward<F>(f), all_shapes{});
 }
 
 }  // namespace staticgrad::models
