@@ -59,8 +59,9 @@ struct added_token {
   bool normalized = false;  // matched in the NFC text rather than the raw text
 };
 
-// Byte range [begin, end) of a token in the NFC form of the encoded text
-// (the text itself when it is NFC already).
+// Byte range [begin, end) of a token in the encoded (raw) text. Where NFC
+// changed the text, a token's bounds are mapped back through the edit; tokens
+// inside one composed character may then share bounds (begin == end).
 struct token_span {
   std::uint32_t begin = 0, end = 0;
 };
@@ -222,15 +223,36 @@ class tokenizer {
                    bool split_added = true) const {
     std::size_t bad = unicode::find_invalid_utf8(text);
     require(bad == std::string_view::npos, "text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
-    std::uint32_t base = 0;  // offset of the current piece in the NFC text
+    std::uint32_t base = 0;  // offset of the current piece in the raw text
     auto plain = [&](std::string_view piece) {
       std::string normalized;
       std::string_view s = piece;
-      if (nfc_ && unicode::nfc_if_needed(piece, normalized)) s = normalized;
-      if (!has_normalized_added_ || !split_added) encode_normalized(s, base, ids, spans);
-      else split_on_added(s, true, [&](std::string_view p) { encode_normalized(p, base, ids, spans); },
-                          [&](const added_token& a) { push_added(a, base, ids, spans); });
-      base += std::uint32_t(s.size());
+      icu::Edits edits;
+      bool changed = nfc_ && unicode::nfc_if_needed(piece, normalized, spans ? &edits : nullptr);
+      if (changed) s = normalized;
+      std::size_t first = spans ? spans->size() : 0;
+      std::uint32_t nbase = changed ? 0 : base;  // spans of a changed piece start in its own coordinates
+      if (!has_normalized_added_ || !split_added) {
+        encode_normalized(s, nbase, ids, spans);
+      } else {
+        std::uint32_t at = nbase;
+        split_on_added(s, true, [&](std::string_view p) {
+            encode_normalized(p, at, ids, spans);
+            at += std::uint32_t(p.size());
+          }, [&](const added_token& a) { push_added(a, at, ids, spans); });
+      }
+      if (changed && spans) {
+        // Map offsets in the NFC piece back to offsets in the raw piece.
+        auto it = edits.getFineIterator();
+        UErrorCode st = U_ZERO_ERROR;
+        for (std::size_t k = first; k < spans->size(); ++k) {
+          auto& sp = (*spans)[k];
+          sp.begin = base + std::uint32_t(it.sourceIndexFromDestinationIndex(std::int32_t(sp.begin), st));
+          sp.end = base + std::uint32_t(it.sourceIndexFromDestinationIndex(std::int32_t(sp.end), st));
+        }
+        require(U_SUCCESS(st), "ICU: cannot map NFC offsets");
+      }
+      base += std::uint32_t(piece.size());
     };
     if (!split_added || added_.empty()) { plain(text); return; }
     split_on_added(text, false, plain, [&](const added_token& a) { push_added(a, base, ids, spans); });

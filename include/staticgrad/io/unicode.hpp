@@ -22,6 +22,7 @@
 #include <unicode/normalizer2.h>
 #include <unicode/uchar.h>
 #include <unicode/bytestream.h>
+#include <unicode/edits.h>
 
 #include "staticgrad/core/error.hpp"
 
@@ -145,7 +146,9 @@ inline cls classify(char32_t c) noexcept { return c < 0x80 ? ascii_class[c] : cl
 
 // NFC of `s` (valid UTF-8) appended to `out`. Returns false (and leaves `out`
 // alone) when `s` is already NFC, so callers can keep using `s` in place.
-inline bool nfc_if_needed(std::string_view s, std::string& out) {
+// `edits`, when given, records the changes so that offsets in `out` can be
+// mapped back to offsets in `s`.
+inline bool nfc_if_needed(std::string_view s, std::string& out, icu::Edits* edits = nullptr) {
   bool ascii = true;
   for (unsigned char c : s) if (c >= 0x80) { ascii = false; break; }
   if (ascii) return false;
@@ -156,7 +159,7 @@ inline bool nfc_if_needed(std::string_view s, std::string& out) {
   if (nfc->isNormalizedUTF8(sp, st) && U_SUCCESS(st)) return false;
   st = U_ZERO_ERROR;
   icu::StringByteSink<std::string> sink(&out, static_cast<int32_t>(s.size()));
-  nfc->normalizeUTF8(0, sp, sink, nullptr, st);
+  nfc->normalizeUTF8(0, sp, sink, edits, st);
   require(U_SUCCESS(st), "ICU: NFC normalization failed");
   return true;
 }
