@@ -115,6 +115,16 @@ def main():
     OUT.write_text(json.dumps(doc, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
     print(f"wrote {len(cases)} cases to {OUT.relative_to(ROOT)}")
 
+    # Input and expected output of `staticgrad tokenize` (tests/io/run_tokenize_cli.cmake):
+    # the hand-written cases without control characters, whose JSON spelling
+    # could differ between JSON writers.
+    cli = [c for c in cases[: len(CASES)] if not any(ord(ch) < 0x20 and ch not in "\t\n\r" or ord(ch) == 0x7F for ch in c["text"])]
+    d = OUT.parent
+    (d / "cli_input.jsonl").write_text("".join(json.dumps(c["text"], ensure_ascii=False) + "\n" for c in cli), encoding="utf-8")
+    (d / "cli_expected_ids.jsonl").write_text("".join(json.dumps(c["ids"], separators=(",", ":")) + "\n" for c in cli), encoding="utf-8")
+    (d / "cli_expected_decoded.jsonl").write_text("".join(json.dumps(c["decoded"], ensure_ascii=False) + "\n" for c in cli), encoding="utf-8")
+    print(f"wrote {len(cli)} lines of cli_*.jsonl")
+
 
 if __name__ == "__main__":
     main()
