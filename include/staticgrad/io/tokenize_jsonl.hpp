@@ -2,7 +2,9 @@
 // What `staticgrad tokenize` does, as library functions (so tests call the
 // same code the command runs):
 //  encode: each line a JSON string -> a line with the JSON array of its ids;
-//  decode: each line a JSON array of ids -> a line with the JSON string.
+//  decode: each line a JSON array of ids -> a line with the JSON string;
+//  dataset: each line a training example (dataset.hpp) -> what the model sees:
+//    its tokens, the trained ones marked with '+'.
 // Blank lines are skipped; any other line that is not the expected JSON gets a
 // staticgrad::error naming the file and line. Lines are encoded in blocks on
 // `threads` threads; output order is input order.
@@ -10,6 +12,7 @@
 #include <string>
 #include <vector>
 
+#include "staticgrad/io/dataset.hpp"
 #include "staticgrad/io/jsonl.hpp"
 #include "staticgrad/io/tokenizer.hpp"
 
@@ -87,6 +90,32 @@ inline void tokenize_jsonl(const tokenizer& tok, line_reader& in, std::ostream& 
     if (texts.size() == block) flush();
   }
   if (!texts.empty()) flush();
+}
+
+// Prints, for each example line, its shape, counts and tokens: each token as
+// the JSON string of its text, prefixed by '+' when it is trained on (its
+// label is not -100). Labels follow dataset.hpp (the first token never).
+inline void show_dataset(const tokenizer& tok, line_reader& in, std::ostream& out, const data_options& o = {}) {
+  std::string line;
+  while (in.next(line)) {
+    if (is_blank(line)) continue;
+    auto j = parse_json_line(line, in.path(), in.line_no());
+    auto ex = parse_example(j, tok, o, in.path(), in.line_no());
+    const char* shape = j.contains("input_ids") ? "input_ids" : j.contains("messages") ? "messages"
+                        : j.contains("text") && !j.contains("output") ? "text" : "instruction";
+    std::size_t trained = 0;
+    for (auto l : ex.labels) trained += l != ignore_index;
+    out << "line " << in.line_no() << " (" << shape << "): " << ex.input_ids.size() << " tokens, " << trained
+        << " trained\n";
+    std::string row;
+    for (std::size_t i = 0; i < ex.input_ids.size(); ++i) {
+      if (i) row += ' ';
+      if (ex.labels[i] != ignore_index) row += '+';
+      row += nlohmann::json(tok.decode(std::span<const std::int32_t>(&ex.input_ids[i], 1)))
+                 .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    }
+    out << row << "\n";
+  }
 }
 
 }  // namespace staticgrad::io
