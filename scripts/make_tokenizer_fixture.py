@@ -72,6 +72,35 @@ def random_cases(n, seed):
     return out
 
 
+def random_wide_cases(n, seed, normalizer):
+    """Random strings over all of Unicode (every plane, assigned or not). Strings
+    whose NFC by `tokenizers` differs from Python's unicodedata NFC are left
+    out: the unicode-normalization crate inside `tokenizers` has outdated
+    combining classes for ~90 rare marks (docs/tokenizer.md), where staticgrad
+    follows the Unicode standard."""
+    rng = random.Random(seed)
+    out = []
+    while len(out) < n:
+        chars = []
+        for _ in range(rng.randint(1, 30)):
+            r = rng.random()
+            if r < 0.3:
+                cp = rng.randint(0x20, 0x7E)
+            elif r < 0.4:
+                cp = ord(rng.choice(" \t\n\r\x0b\x0c\x85\xa0\u3000\u2028 '"))
+            elif r < 0.7:
+                cp = rng.randint(0x80, 0x2FFF)
+            elif r < 0.9:
+                cp = rng.randint(0x3000, 0xFFFD)
+            else:
+                cp = rng.randint(0x10000, 0x2FFFF)
+            chars.append(chr(cp) if not 0xD800 <= cp < 0xE000 else "x")
+        text = "".join(chars)
+        if normalizer.normalize_str(text) == unicodedata.normalize("NFC", text):
+            out.append((f"random_wide_{len(out)}", text))
+    return out
+
+
 def main():
     tok = Tokenizer.from_str(gzip.decompress(TOK.read_bytes()).decode("utf-8"))
     pre = tok.pre_tokenizer
@@ -89,7 +118,8 @@ def main():
     cases = []
     # A real source file of this repository, as a longer mixed code-and-prose text.
     repo_text = [("repo_source_file", (ROOT / "include/staticgrad/io/pretokenize.hpp").read_text(encoding="utf-8"))]
-    for name, text in CASES + repo_text + random_cases(300, seed=20240601):
+    wide = random_wide_cases(300, seed=20240602, normalizer=tok.normalizer)
+    for name, text in CASES + repo_text + random_cases(300, seed=20240601) + wide:
         enc = tok.encode(text, add_special_tokens=False)
         norm = unicodedata.normalize("NFC", text)
         # Pieces of the pre-tokenizer on special-free NFC text only (specials

@@ -7,11 +7,14 @@
 //  - classify() agrees with the Oniguruma classes used by Hugging Face
 //    `tokenizers` for \p{L} (Lu Ll Lt Lm Lo), \p{N} (Nd Nl No) and \s (the
 //    Unicode White_Space property: 9-D, 20, 85, A0, 1680, 2000-200A, 2028,
-//    2029, 202F, 205F, 3000; verified by probing `tokenizers` 0.23 on every
-//    code point). Marks (\p{M}) are in none of them.
-//  - General categories and NFC come from ICU (Debian libicu-dev). ICU 72 is
-//    Unicode 15; `tokenizers` 0.23 knows Unicode 16, so the two can differ
-//    only on characters first assigned in Unicode 16.
+//    2029, 202F, 205F, 3000). Marks (\p{M}) are in none of them. L and N come
+//    from unicode_classes.hpp, generated from Unicode 16.0 (the version
+//    `tokenizers` 0.23 uses; ICU 72 of Debian 12 is only Unicode 15 and would
+//    miss letters added in 16); scripts/gen_unicode_classes.py --verify checks
+//    every code point against `tokenizers` itself.
+//  - NFC comes from ICU (Debian libicu-dev, Unicode 15): it can differ from
+//    `tokenizers` only on text holding characters new in Unicode 16 that have
+//    canonical decompositions.
 //  - ASCII never reaches ICU: a 128-entry table answers it, and ASCII text is
 //    NFC by definition, so code and English prose stay on the fast path.
 #include <array>
@@ -20,11 +23,11 @@
 #include <string_view>
 
 #include <unicode/normalizer2.h>
-#include <unicode/uchar.h>
 #include <unicode/bytestream.h>
 #include <unicode/edits.h>
 
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/io/unicode_classes.hpp"
 
 namespace staticgrad::io::unicode {
 
@@ -112,20 +115,13 @@ inline bool is_white_space(char32_t c) noexcept {
          c == 0x2029 || c == 0x202F || c == 0x205F || c == 0x3000;
 }
 
-// Class of a non-ASCII code point (through ICU's general category).
+// Class of a non-ASCII code point, from the generated two-stage table.
 inline cls classify_slow(char32_t c) noexcept {
   if (is_white_space(c)) return cls::space;
-  switch (u_charType(static_cast<UChar32>(c))) {
-    case U_UPPERCASE_LETTER:
-    case U_LOWERCASE_LETTER:
-    case U_TITLECASE_LETTER:
-    case U_MODIFIER_LETTER:
-    case U_OTHER_LETTER: return cls::letter;
-    case U_DECIMAL_DIGIT_NUMBER:
-    case U_LETTER_NUMBER:
-    case U_OTHER_NUMBER: return cls::number;
-    default: return cls::other;
-  }
+  if (c > 0x10FFFF) return cls::other;
+  unsigned blk = tables::stage1[c >> 8];
+  unsigned byte = tables::blocks[blk * 64 + ((c & 255) >> 2)];
+  return static_cast<cls>((byte >> ((c & 3) * 2)) & 3);
 }
 
 inline constexpr std::array<cls, 128> make_ascii_table() {
