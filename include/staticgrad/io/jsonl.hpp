@@ -6,6 +6,7 @@
 // Invariants: a trailing '\r' (CR LF files) and a UTF-8 byte order mark on the
 // first line are removed; a parse error becomes staticgrad::error naming the
 // file, the line and the field "(json)".
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <memory>
@@ -24,6 +25,8 @@ class line_reader {
     if (path_ == "-") {
       in_ = &std::cin;
     } else {
+      std::error_code ec;
+      require(!std::filesystem::is_directory(path_, ec), "is a directory, not a JSONL file", {path_, "", {}});
       file_ = std::make_unique<std::ifstream>(path_, std::ios::binary);
       require(bool(*file_), "cannot open file", {path_, "", {}});
       in_ = file_.get();
@@ -33,7 +36,7 @@ class line_reader {
   // Reads the next line into `line`; false at end of file.
   bool next(std::string& line) {
     if (!std::getline(*in_, line)) {
-      require(!in_->bad(), "read error", {path_, "", line_no_});
+      require(!in_->bad(), "read error", {path_, "", line_no_ + 1});
       return false;
     }
     ++line_no_;
