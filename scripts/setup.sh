@@ -11,6 +11,8 @@ pkgs=(
   nlohmann-json3-dev   # config.json, safetensors headers, JSONL data, tokenizer.json
   libcli11-dev         # the staticgrad command line
   libfmt-dev           # formatting of explain() and error messages
+  zlib1g-dev           # gzip: the vendored tokenizer.json.gz is read with zlib
+  libicu-dev           # tokenizer: Unicode categories and NFC normalization
   zstd                 # the vendored tokenizer.json is stored compressed
 )
 missing=()
