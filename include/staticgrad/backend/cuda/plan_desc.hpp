@@ -79,7 +79,7 @@ struct step {
   static constexpr int width = Width, in0 = In0, in1 = In1, out = Out, aux = Aux, attr = Attr;
   static constexpr step_desc desc{Op, Width, In0, In1, Out, Aux, Attr};
   static_assert(Width > 0 && Width % 2 == 0, "step: row kernels move element pairs (bf16x2), widths must be even");
-  static_assert(Op != op_code::rope || (Attr % 4 == 0 && Width % Attr == 0),
+  static_assert(Op != op_code::rope || (Attr > 0 && Attr % 4 == 0 && Width % (Attr > 0 ? Attr : 1) == 0),
                 "step<rope>: the head dimension must divide the width and be a multiple of 4 (two pairs per thread)");
   static_assert(kind_of(Out) == operand_kind::buffer || kind_of(Out) == operand_kind::scratch,
                 "step: the output goes to a buffer argument or a scratch slot");

@@ -31,6 +31,7 @@
 #include "staticgrad/backend/cuda/plan_desc.hpp"
 #include "staticgrad/ops/add.hpp"
 #include "staticgrad/ops/bias_add.hpp"
+#include "staticgrad/ops/mul.hpp"
 #include "staticgrad/ops/rmsnorm.hpp"
 #include "staticgrad/ops/rope.hpp"
 #include "staticgrad/ops/silu.hpp"
