@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The GPU check: run from the repository root on the GPU machine, with an
+# already-built build/ folder carried over (configured with
+# `cmake --preset default` where nvcc is found, then built).
+#   scripts/gpu_check.sh            # logs into $OUT if set, else into ./gpu_check_logs
+# Prints the GPUs, runs the GPU-labelled tests, then every CUDA benchmark
+# (build/bench/bench_*, those that are CUDA: currently bench_row_groups).
+set -u
+BUILD=${BUILD:-build}
+LOGS=${OUT:-gpu_check_logs}
+mkdir -p "$LOGS"
+status=0
+
+echo "== GPUs" | tee "$LOGS/gpus.txt"
+nvidia-smi -L 2>&1 | tee -a "$LOGS/gpus.txt"
+
+echo "== ctest -L gpu"
+ctest --test-dir "$BUILD" -L gpu --output-on-failure 2>&1 | tee "$LOGS/ctest_gpu.txt"
+[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+# The full output of the row-group test (its table of max errors).
+if [ -x "$BUILD/tests/gpu_test_row_groups" ]; then
+  "$BUILD/tests/gpu_test_row_groups" > "$LOGS/test_row_groups.txt" 2>&1
+  cat "$LOGS/test_row_groups.txt"
+fi
+
+# Google Benchmark 1.7.1 takes --benchmark_min_time as seconds without a unit.
+for b in "$BUILD"/bench/bench_row_groups; do
+  [ -x "$b" ] || continue
+  name=$(basename "$b")
+  echo "== $name"
+  "$b" --benchmark_min_time=0.2 --benchmark_counters_tabular=true \
+       --benchmark_out="$LOGS/$name.json" --benchmark_out_format=json 2>&1 | tee "$LOGS/$name.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+done
+echo "== logs in $LOGS"
+exit $status
