@@ -104,9 +104,16 @@ TEST_CASE("batch encode on threads equals one-by-one encode") {
   const auto& t = qwen();
   std::vector<std::string> texts;
   for (const auto& c : fixture()["cases"]) texts.push_back(c["text"].get<std::string>());
-  auto batch = t.encode_batch(texts, 4);
-  REQUIRE(batch.size() == texts.size());
-  for (std::size_t i = 0; i < texts.size(); ++i) CHECK(batch[i] == t.encode(texts[i]));
+  for (unsigned threads : {4u, 2u, 3u, 1u}) {  // the worker pool is reused and grows
+    auto batch = t.encode_batch(texts, threads);
+    REQUIRE(batch.size() == texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) CHECK(batch[i] == t.encode(texts[i]));
+  }
+  // An error on a worker reaches the caller, and the pool stays usable.
+  auto bad = texts;
+  bad[bad.size() / 2] = "\xff";
+  CHECK_THROWS_AS(t.encode_batch(bad, 3), staticgrad::error);
+  CHECK(t.encode_batch(texts, 3) == t.encode_batch(texts, 1));
 }
 
 TEST_CASE("split_added = false encodes special strings as text") {
