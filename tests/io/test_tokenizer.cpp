@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -142,4 +143,27 @@ TEST_CASE("bad input gets errors, not crashes") {
     CHECK(e.context().file == "x.json");
     CHECK(e.context().tensor == "normalizer");
   }
+}
+
+TEST_CASE("the word cache starts over when full without changing results") {
+  const auto& t = qwen();
+  // 300,000 distinct words (more than the 2^18 a thread's cache holds), each
+  // its own pre-token " xyz", encoded on a fresh thread (an empty cache).
+  std::string text;
+  std::vector<std::string> words;
+  for (int i = 0; i < 300000; ++i) {
+    std::string w = " ";
+    for (int k = i; ; k /= 26) { w += char('a' + k % 26); if (k < 26) break; }
+    words.push_back(w);
+    text += w;
+  }
+  std::vector<std::int32_t> whole, pieces;
+  std::thread([&] {
+    whole = t.encode(text);
+    for (const auto& w : words) {
+      auto ids = t.encode(w);
+      pieces.insert(pieces.end(), ids.begin(), ids.end());
+    }
+  }).join();
+  CHECK(whole == pieces);
 }

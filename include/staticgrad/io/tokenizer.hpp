@@ -109,8 +109,8 @@ class word_cache {
 
   void insert(std::string_view key, std::uint64_t h, std::span<const std::int32_t> ids) {
     if (key.empty() || key.size() > max_key_bytes) return;
+    if (count_ >= max_entries || keys_.size() + key.size() > max_arena_bytes) clear_keep_owner();
     if (count_ + 1 > slots_.size() / 2) grow();
-    if (keys_.size() + key.size() > max_arena_bytes) clear_keep_owner();
     if (slots_.empty()) grow();
     std::size_t mask = slots_.size() - 1;
     std::size_t i = h & mask;
@@ -132,8 +132,11 @@ class word_cache {
  private:
   // Longer pre-tokens (base64 blobs, long hex) rarely repeat.
   static constexpr std::size_t max_key_bytes = 256;
-  // ~64 MB of keys per thread before the cache starts over.
-  static constexpr std::size_t max_arena_bytes = std::size_t(64) << 20;
+  // Budget per thread before the cache starts over: 256K words (a large
+  // corpus has fewer distinct frequent pre-tokens) in 512K slots of 24 bytes,
+  // plus at most 16 MB of keys: about 30 MB.
+  static constexpr std::size_t max_entries = std::size_t(1) << 18;
+  static constexpr std::size_t max_arena_bytes = std::size_t(16) << 20;
   struct slot {
     std::uint64_t hash = 0;
     std::uint32_t key_off = 0, key_len = 0, val_off = 0, val_len = 0;
