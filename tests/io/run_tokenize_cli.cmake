@@ -29,3 +29,12 @@ execute_process(COMMAND ${TOOL} tokenize --jsonl ${WORK}/cli_tokenize_bad.jsonl
 if(rc EQUAL 0 OR NOT err MATCHES "cli_tokenize_bad.jsonl:2")
   message(FATAL_ERROR "expected an error naming line 2, got rc=${rc}: ${err}")
 endif()
+# --stats runs the data pipeline and reports its counts, a skipped bad line included.
+file(WRITE ${WORK}/cli_tokenize_data.jsonl
+  "{\"text\": \"one two three\"}\nnot json\n{\"input_ids\": [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]}\n")
+execute_process(COMMAND ${TOOL} tokenize --stats --skip-bad-lines --max-len 8 --jsonl ${WORK}/cli_tokenize_data.jsonl
+                OUTPUT_VARIABLE out ERROR_VARIABLE err RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "\"bad_lines_skipped\": 1" OR NOT out MATCHES "\"truncated\": 1"
+   OR NOT out MATCHES "\"examples_used\": 2")
+  message(FATAL_ERROR "tokenize --stats: rc=${rc}: ${out} ${err}")
+endif()

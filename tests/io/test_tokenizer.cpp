@@ -6,6 +6,7 @@
 
 #include <fstream>
 #include <string>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
@@ -104,9 +105,16 @@ TEST_CASE("batch encode on threads equals one-by-one encode") {
   const auto& t = qwen();
   std::vector<std::string> texts;
   for (const auto& c : fixture()["cases"]) texts.push_back(c["text"].get<std::string>());
-  auto batch = t.encode_batch(texts, 4);
-  REQUIRE(batch.size() == texts.size());
-  for (std::size_t i = 0; i < texts.size(); ++i) CHECK(batch[i] == t.encode(texts[i]));
+  for (unsigned threads : {4u, 2u, 3u, 1u}) {  // the worker pool is reused and grows
+    auto batch = t.encode_batch(texts, threads);
+    REQUIRE(batch.size() == texts.size());
+    for (std::size_t i = 0; i < texts.size(); ++i) CHECK(batch[i] == t.encode(texts[i]));
+  }
+  // An error on a worker reaches the caller, and the pool stays usable.
+  auto bad = texts;
+  bad[bad.size() / 2] = "\xff";
+  CHECK_THROWS_AS(t.encode_batch(bad, 3), staticgrad::error);
+  CHECK(t.encode_batch(texts, 3) == t.encode_batch(texts, 1));
 }
 
 TEST_CASE("split_added = false encodes special strings as text") {
@@ -135,4 +143,27 @@ TEST_CASE("bad input gets errors, not crashes") {
     CHECK(e.context().file == "x.json");
     CHECK(e.context().tensor == "normalizer");
   }
+}
+
+TEST_CASE("the word cache starts over when full without changing results") {
+  const auto& t = qwen();
+  // 300,000 distinct words (more than the 2^18 a thread's cache holds), each
+  // its own pre-token " xyz", encoded on a fresh thread (an empty cache).
+  std::string text;
+  std::vector<std::string> words;
+  for (int i = 0; i < 300000; ++i) {
+    std::string w = " ";
+    for (int k = i; ; k /= 26) { w += char('a' + k % 26); if (k < 26) break; }
+    words.push_back(w);
+    text += w;
+  }
+  std::vector<std::int32_t> whole, pieces;
+  std::thread([&] {
+    whole = t.encode(text);
+    for (const auto& w : words) {
+      auto ids = t.encode(w);
+      pieces.insert(pieces.end(), ids.begin(), ids.end());
+    }
+  }).join();
+  CHECK(whole == pieces);
 }

@@ -80,6 +80,21 @@ struct data_stats {
   std::size_t batches = 0;
 };
 
+inline nlohmann::json stats_json(const data_stats& s) {
+  return {{"lines", s.lines},
+          {"examples_read", s.examples_read},
+          {"bad_lines_skipped", s.bad_lines_skipped},
+          {"truncated", s.truncated},
+          {"dropped_too_long", s.dropped_too_long},
+          {"dropped_no_targets", s.dropped_no_targets},
+          {"examples_used", s.examples_used},
+          {"tokens", s.tokens},
+          {"trained_tokens", s.trained_tokens},
+          {"pad_tokens", s.pad_tokens},
+          {"rows", s.rows},
+          {"batches", s.batches}};
+}
+
 struct example {
   std::vector<std::int32_t> input_ids;
   std::vector<std::int32_t> labels;  // same length; -100 = not trained on

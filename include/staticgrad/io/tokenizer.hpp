@@ -18,7 +18,8 @@
 // Invariants:
 //  - A `tokenizer` is immutable after loading and safe to share between
 //    threads. The BPE word cache is thread_local (one per thread, for the last
-//    tokenizer that thread used), so encode needs no locks.
+//    tokenizer that thread used), so encode needs no locks; encode_batch runs
+//    on persistent worker threads so their caches stay warm across calls.
 //  - Input text must be valid UTF-8; otherwise encode throws staticgrad::error
 //    naming the byte offset (nothing in the pipeline guesses an encoding).
 //  - Only what Qwen2 uses is implemented; a tokenizer.json that asks for
@@ -28,7 +29,10 @@
 #include <atomic>
 #include <cstdint>
 #include <cstring>
+#include <condition_variable>
 #include <filesystem>
+#include <functional>
+#include <mutex>
 #include <queue>
 #include <span>
 #include <string>
@@ -105,8 +109,8 @@ class word_cache {
 
   void insert(std::string_view key, std::uint64_t h, std::span<const std::int32_t> ids) {
     if (key.empty() || key.size() > max_key_bytes) return;
+    if (count_ >= max_entries || keys_.size() + key.size() > max_arena_bytes) clear_keep_owner();
     if (count_ + 1 > slots_.size() / 2) grow();
-    if (keys_.size() + key.size() > max_arena_bytes) clear_keep_owner();
     if (slots_.empty()) grow();
     std::size_t mask = slots_.size() - 1;
     std::size_t i = h & mask;
@@ -128,8 +132,11 @@ class word_cache {
  private:
   // Longer pre-tokens (base64 blobs, long hex) rarely repeat.
   static constexpr std::size_t max_key_bytes = 256;
-  // ~64 MB of keys per thread before the cache starts over.
-  static constexpr std::size_t max_arena_bytes = std::size_t(64) << 20;
+  // Budget per thread before the cache starts over: 256K words (a large
+  // corpus has fewer distinct frequent pre-tokens) in 512K slots of 24 bytes,
+  // plus at most 16 MB of keys: about 30 MB.
+  static constexpr std::size_t max_entries = std::size_t(1) << 18;
+  static constexpr std::size_t max_arena_bytes = std::size_t(16) << 20;
   struct slot {
     std::uint64_t hash = 0;
     std::uint32_t key_off = 0, key_len = 0, val_off = 0, val_len = 0;
@@ -149,6 +156,78 @@ class word_cache {
   std::string keys_;
   std::vector<std::int32_t> vals_;
   std::size_t count_ = 0;
+};
+
+// Persistent worker threads for encode_batch. Reusing the same threads keeps
+// their thread_local word caches warm from one batch to the next (fresh
+// threads would start cold every call: about half the speed). Workers are
+// started on first use, grow to the largest count asked for, and are joined
+// at exit. One batch runs at a time; concurrent callers wait their turn.
+class worker_pool {
+ public:
+  static worker_pool& instance() {
+    static worker_pool p;
+    return p;
+  }
+  // Runs f(t) for t = 0..n-1, t = 0 on the calling thread; returns when all are done.
+  void run(unsigned n, const std::function<void(unsigned)>& f) {
+    std::lock_guard<std::mutex> one_at_a_time(run_mutex_);
+    {
+      std::unique_lock<std::mutex> lk(m_);
+      while (threads_.size() + 1 < n) {
+        unsigned id = unsigned(threads_.size()) + 1;
+        threads_.emplace_back([this, id] { loop(id); });
+      }
+      job_ = &f;
+      job_n_ = n;
+      pending_ = n - 1;
+      ++generation_;
+    }
+    cv_.notify_all();
+    f(0);
+    std::unique_lock<std::mutex> lk(m_);
+    done_.wait(lk, [&] { return pending_ == 0; });
+    job_ = nullptr;
+  }
+  ~worker_pool() {
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    for (auto& t : threads_) t.join();
+  }
+
+ private:
+  worker_pool() = default;
+  void loop(unsigned id) {
+    std::uint64_t seen = 0;
+    {
+      std::lock_guard<std::mutex> lk(m_);
+      seen = generation_ - (job_ && id < job_n_ ? 1 : 0);  // a job posted while this thread started
+    }
+    for (;;) {
+      const std::function<void(unsigned)>* job = nullptr;
+      {
+        std::unique_lock<std::mutex> lk(m_);
+        cv_.wait(lk, [&] { return stop_ || generation_ != seen; });
+        if (stop_) return;
+        seen = generation_;
+        if (id < job_n_) job = job_;
+      }
+      if (!job) continue;
+      (*job)(id);
+      std::lock_guard<std::mutex> lk(m_);
+      if (--pending_ == 0) done_.notify_one();
+    }
+  }
+  std::mutex run_mutex_, m_;
+  std::condition_variable cv_, done_;
+  std::vector<std::thread> threads_;
+  const std::function<void(unsigned)>* job_ = nullptr;
+  unsigned job_n_ = 0, pending_ = 0;
+  std::uint64_t generation_ = 0;
+  bool stop_ = false;
 };
 
 inline std::uint64_t next_tokenizer_serial() {
@@ -273,7 +352,7 @@ class tokenizer {
     std::atomic<std::size_t> next{0};
     std::vector<std::exception_ptr> errors(threads);
     constexpr std::size_t block = 8;
-    auto work = [&](unsigned t) {
+    std::function<void(unsigned)> work = [&](unsigned t) {
       try {
         for (;;) {
           std::size_t i0 = next.fetch_add(block);
@@ -285,10 +364,7 @@ class tokenizer {
         next.store(texts.size());
       }
     };
-    std::vector<std::thread> pool;
-    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(work, t);
-    work(0);
-    for (auto& th : pool) th.join();
+    detail::worker_pool::instance().run(threads, work);
     for (auto& e : errors) if (e) std::rethrow_exception(e);
     return out;
   }
