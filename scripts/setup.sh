@@ -13,7 +13,6 @@ pkgs=(
   libfmt-dev           # formatting of explain() and error messages
   zlib1g-dev           # gzip: the vendored tokenizer.json.gz is read with zlib
   libicu-dev           # tokenizer: Unicode categories and NFC normalization
-  zstd                 # the vendored tokenizer.json is stored compressed
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
