@@ -5,7 +5,6 @@ set -euo pipefail
 pkgs=(
   build-essential cmake ninja-build git python3
   libeigen3-dev        # CPU backend: fused loops and GEMMs
-  libboost-dev         # Boost.Hana: host-side type computation
   doctest-dev          # unit tests
   libbenchmark-dev     # Google Benchmark: kernels, tokenizer, training step
   nlohmann-json3-dev   # config.json, safetensors headers, JSONL data, tokenizer.json
