@@ -85,10 +85,15 @@ void lm_head_logits(const S* hidden, const S* w_lm, S* logits, std::int64_t T, i
   matmul_nt<S>(T, vocab, hidden_size, hidden, hidden_size, w_lm, hidden_size, logits, vocab);
 }
 
+// The general form, used by the executor of lm_head_cross_entropy nodes:
+//   loss_per_token [T] (nullable): the token's cross-entropy, 0 where ignored;
+//   dhidden [T, H] (nullable): dloss_t * (softmax - onehot) W for counted
+//     tokens, where dloss_t = dloss[t] if dloss is given, else grad_scale;
+//     written (ignored rows zeroed) or, with accumulate, added.
 template <class S>
-ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32_t* targets,
-                                S* dhidden_or_null, std::int64_t T, int hidden_size,
-                                std::int64_t vocab, S grad_scale, std::int64_t chunk_tokens) {
+ce_result<S> lm_head_ce(const S* hidden, const S* w_lm, const std::int32_t* targets, std::int64_t T, int hidden_size,
+                        std::int64_t vocab, std::int64_t chunk_tokens, S* loss_per_token, S* dhidden_or_null,
+                        const S* dloss, S grad_scale, bool accumulate) {
   detail::check_ce(T, hidden_size, vocab);
   require(chunk_tokens > 0, "chunk_tokens must be positive, got " + std::to_string(chunk_tokens),
           {"", "lm_head", std::nullopt});
@@ -106,7 +111,8 @@ ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32
   for (std::int64_t t = 0; t < T; ++t)
     if (targets[t] != ignore_index) rows_idx.push_back(t);
   const std::int64_t counted = static_cast<std::int64_t>(rows_idx.size());
-  if (dhidden_or_null) std::fill(dhidden_or_null, dhidden_or_null + T * H, S(0));  // ignored rows
+  if (dhidden_or_null && !accumulate) std::fill(dhidden_or_null, dhidden_or_null + T * H, S(0));  // ignored rows
+  if (loss_per_token) std::fill(loss_per_token, loss_per_token + T, S(0));
   if (counted == 0) return {S(0), 0};
 
   const std::int64_t chunk = std::min(chunk_tokens, counted);
@@ -139,9 +145,11 @@ ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32
       for (std::int64_t j = 0; j < V; ++j) z += std::exp(row[j] - m);
       const S lse = m + std::log(z);
       row_loss[static_cast<std::size_t>(r)] = static_cast<double>(lse - row[tgt]);
+      if (loss_per_token) loss_per_token[idx[r]] = lse - row[tgt];
       if (dhidden_or_null) {
-        for (std::int64_t j = 0; j < V; ++j) row[j] = grad_scale * std::exp(row[j] - lse);
-        row[tgt] -= grad_scale;
+        const S g = dloss ? dloss[idx[r]] : grad_scale;
+        for (std::int64_t j = 0; j < V; ++j) row[j] = g * std::exp(row[j] - lse);
+        row[tgt] -= g;
       }
     });
     for (std::int64_t r = 0; r < c; ++r) loss_sum += row_loss[static_cast<std::size_t>(r)];
@@ -153,11 +161,25 @@ ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32
         const std::int64_t h0 = p * hpanel, hb = std::min(hpanel, H - h0);
         matmul_nn<S>(c, hb, V, logits.data(), V, w_lm + h0, H, gbuf.data() + h0, H);
       });
-      for (std::int64_t r = 0; r < c; ++r)
-        std::copy_n(gbuf.data() + r * H, H, dhidden_or_null + idx[r] * H);
+      for (std::int64_t r = 0; r < c; ++r) {
+        S* dst = dhidden_or_null + idx[r] * H;
+        const S* src = gbuf.data() + r * H;
+        if (accumulate)
+          for (std::int64_t j = 0; j < H; ++j) dst[j] += src[j];
+        else
+          std::copy_n(src, H, dst);
+      }
     }
   }
   return {static_cast<S>(loss_sum), counted};
+}
+
+template <class S>
+ce_result<S> lm_head_ce_forward(const S* hidden, const S* w_lm, const std::int32_t* targets,
+                                S* dhidden_or_null, std::int64_t T, int hidden_size,
+                                std::int64_t vocab, S grad_scale, std::int64_t chunk_tokens) {
+  return lm_head_ce<S>(hidden, w_lm, targets, T, hidden_size, vocab, chunk_tokens, nullptr, dhidden_or_null, nullptr,
+                       grad_scale, false);
 }
 
 }  // namespace staticgrad::cpu

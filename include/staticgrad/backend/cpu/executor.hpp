@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "staticgrad/backend/cpu/attention.hpp"
+#include "staticgrad/backend/cpu/cross_entropy.hpp"
 #include "staticgrad/backend/cpu/gemm.hpp"
 #include "staticgrad/backend/cpu/parallel.hpp"
 #include "staticgrad/backend/cpu/segments.hpp"
@@ -364,44 +365,15 @@ class program {
     }
   }
 
-  // Per-token cross-entropy of X W^T against targets, in chunks of tokens so
-  // that at most [chunk, vocab] logits exist at once. With dloss given, writes
-  // (or adds to) dX = dloss_t * (softmax - onehot) W instead.
+  // Per-token cross-entropy of X W^T against targets (backend/cpu/cross_entropy.hpp:
+  // chunks of counted tokens, never all logits). With dloss, writes (or adds
+  // to) dX = dloss_t * (softmax - onehot) W instead of the losses.
   void lm_head_ce_chunks(int v, S* loss, const S* dloss, S* dX, bool acc) const {
     const auto& n = table.nodes[v];
-    const S* X = input_rows(v, 0);
     const auto& W = frozen_[n.in[1]];
-    const std::int32_t* tg = ids_[n.in[2]];
-    const std::int64_t H = table.nodes[n.in[0]].width, V = W.rows;
-    const std::int64_t chunk = std::max<std::int64_t>(1, std::min<std::int64_t>(T_, (1 << 22) / std::max<std::int64_t>(V, 1)));
-    std::vector<S> logits(static_cast<std::size_t>(chunk * V));
-    for (std::int64_t t0 = 0; t0 < T_; t0 += chunk) {
-      const std::int64_t c = std::min(chunk, T_ - t0);
-      matmul_nt<S>(c, V, H, X + t0 * H, H, W.data, H, logits.data(), V);
-      for (std::int64_t i = 0; i < c; ++i) {
-        const std::int64_t t = t0 + i;
-        S* row = logits.data() + i * V;
-        const std::int32_t y = tg[t];
-        require(y == -100 || (y >= 0 && y < V), "target " + std::to_string(y) + " at token " + std::to_string(t) +
-                                                    " is outside the vocabulary and is not -100",
-                {"", std::string(table.nodes[n.in[2]].name.view()), std::nullopt});
-        if (y == -100) {
-          if (loss) loss[t] = S(0);
-          if (dloss) std::fill_n(row, V, S(0));
-          continue;
-        }
-        const S mx = *std::max_element(row, row + V);
-        S sum = 0;
-        for (std::int64_t j = 0; j < V; ++j) sum += std::exp(row[j] - mx);
-        const S lse = mx + std::log(sum);
-        if (loss) loss[t] = lse - row[y];
-        if (dloss) {
-          for (std::int64_t j = 0; j < V; ++j) row[j] = dloss[t] * std::exp(row[j] - lse);
-          row[y] -= dloss[t];
-        }
-      }
-      if (dloss) matmul_nn<S>(c, H, V, logits.data(), V, W.data, H, dX + t0 * H, H, S(1), acc ? S(1) : S(0));
-    }
+    const std::int64_t chunk = std::max<std::int64_t>(1, (std::int64_t{1} << 22) / std::max<std::int64_t>(W.rows, 1));
+    lm_head_ce<S>(input_rows(v, 0), W.data, ids_[n.in[2]], T_, table.nodes[n.in[0]].width, W.rows, chunk, loss, dX, dloss,
+                  S(0), acc);
   }
   void run_lm_head_ce(int v) { lm_head_ce_chunks(v, value_ptr(v), nullptr, nullptr, false); }
 
