@@ -153,3 +153,16 @@ TEST_CASE("explain names every kernel, the saved values and the peak") {
   CHECK(e.find("log-sum-exp") != std::string::npos);
   CHECK(e.find("workspace peak") != std::string::npos);
 }
+
+TEST_CASE_TEMPLATE("a backward row group writes a gradient over the one it consumes", S, qwen05, qwen15) {
+  using C = sg::graph::compiled<sg::models::qwen2_block<S>>;
+  const auto& b = C::backward;
+  const auto& g = C::buffers.grad;
+  // swiglu backward reads d(m) and writes d(gate) in the same place, row by row.
+  CHECK(g[b.grad_of[C::find("gate")]].offset == g[b.grad_of[C::find("m")]].offset);
+  CHECK(g[b.grad_of[C::find("gate")]].where == sg::graph::arena::workspace);
+  // RoPE backward likewise over d(q) and d(k).
+  CHECK(g[b.grad_of[C::find("q.bias_add_")]].offset == g[b.grad_of[C::find("q")]].offset);
+  // The peak is then d(gate), d(up) and d(h2) side by side (bf16).
+  CHECK(C::workspace_bytes_per_token() == 2L * (2 * S::intermediate + S::hidden));
+}

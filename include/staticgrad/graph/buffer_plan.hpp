@@ -78,6 +78,44 @@ constexpr int first_fit(const std::array<slot, 3 * N>& placed, int n_placed, con
   return offset;
 }
 
+// A gradient written by a backward row group may take over, element for
+// element, the slot of a gradient that dies in the same kernel: each op reads
+// a row before it writes it, so with equal widths (element (t, i) of one is
+// element (t, i) of the other) and every use of the dying gradient at or
+// before the writing op, nothing is read after it is overwritten. Returns the
+// reusable offset, or -1.
+template <int N>
+constexpr int row_local_reuse(const backward_graph<N>& b, const fusion_plan<N>& f, const std::array<slot, 3 * N>& placed,
+                              const std::array<int, 3 * N>& placed_grad, int n_placed, const slot& s, int g, int F) {
+  const int j = s.def - F;
+  if (j < 0 || f.bwd[j].kind != kernel_kind::row_group_bwd) return -1;
+  const auto& kd = f.bwd[j];
+  int writer = -1;  // member position of the first step writing g
+  for (int m = 0; m < kd.n && writer < 0; ++m)
+    for (int k = 0; k < max_inputs; ++k)
+      if (b.steps[kd.members[m]].dx[k] == g) writer = m;
+  for (int i = 0; i < n_placed; ++i) {
+    const int o = placed_grad[i];
+    if (o < 0 || placed[i].last != s.def || placed[i].width != s.width) continue;
+    bool ok = true;
+    for (int m = 0; m < kd.n; ++m) {
+      const auto& st = b.steps[kd.members[m]];
+      bool touches = st.dy == o;
+      for (int k = 0; k < max_inputs; ++k) touches = touches || st.dx[k] == o;
+      if (touches && m > writer) ok = false;
+    }
+    for (int q = 0; q < n_placed && ok; ++q) {
+      if (q == i) continue;
+      const auto& r = placed[q];
+      const bool time_overlap = !(r.last < s.def || s.last < r.def);
+      const bool space_overlap = !(r.offset + r.width <= placed[i].offset || placed[i].offset + s.width <= r.offset);
+      if (time_overlap && space_overlap) ok = false;
+    }
+    if (ok) return placed[i].offset;
+  }
+  return -1;
+}
+
 }  // namespace detail
 
 template <int N>
@@ -124,6 +162,7 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
         if (t.nodes[r].in[k] == v && f.fwd_kernel_of[r] > last[o]) last[o] = f.fwd_kernel_of[r];
   }
   std::array<slot, 3 * N> placed{};
+  std::array<int, 3 * N> placed_grad{};  // gradient id of a placed slot, -1 for forward values
   int n_placed = 0;
   for (int v = 0; v < t.count; ++v) {
     const auto& n = t.nodes[v];
@@ -143,6 +182,7 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
     } else {
       s.where = arena::workspace;
       s.offset = detail::first_fit<N>(placed, n_placed, s);
+      placed_grad[n_placed] = -1;
       placed[n_placed++] = s;
       p.workspace_naive += n.width;
     }
@@ -183,7 +223,9 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
     else {
       if (s.def > s.last) s.last = s.def;
       s.where = arena::workspace;
-      s.offset = detail::first_fit<N>(placed, n_placed, s);
+      const int reuse = detail::row_local_reuse<N>(b, f, placed, placed_grad, n_placed, s, g, F);
+      s.offset = reuse >= 0 ? reuse : detail::first_fit<N>(placed, n_placed, s);
+      placed_grad[n_placed] = g;
       placed[n_placed++] = s;
       p.workspace_naive += s.width;
     }
