@@ -81,7 +81,9 @@ class program {
     T_ = T;
     layout_ = layout;
     cfg_ = cfg;
-    workspace_.assign(static_cast<std::size_t>(T * plan::buffers.workspace_width), S(0));
+    // No clearing: the plan writes every slot before it reads it (a gradient's
+    // first contribution overwrites).
+    workspace_.resize(static_cast<std::size_t>(T * plan::buffers.workspace_width));
   }
   // Resolves every parameter leaf of the graph in `p`; throws naming the first
   // missing or mis-shaped parameter.
