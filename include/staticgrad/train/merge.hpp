@@ -7,13 +7,15 @@
 // Invariants:
 //  - The output keeps the checkpoint's layout: the same shard files (and
 //    model.safetensors.index.json when there is one), tensor names, shapes
-//    and dtypes. F32 weights stay F32; BF16 weights are merged in float
+//    and dtypes. F32 weights stay F32; BF16 weights are merged in double
 //    (B A accumulated in double, added to W in double) and rounded once to
-//    bf16, round-to-nearest-even. F16 targets are refused (no f16 writer).
+//    bf16, round-to-nearest-even (correctly: see round_to_odd_float). F16 targets are refused (no f16 writer).
 //  - config.json is copied unchanged, as are generation_config.json and the
 //    tokenizer files when present. Every file is written atomically.
 //  - The output directory must differ from the model directory.
+#include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <filesystem>
 #include <map>
 #include <string>
@@ -44,6 +46,22 @@ inline std::vector<double> lora_delta(const io::lora_adapter::pair& p, std::int6
       for (std::int64_t i = 0; i < in; ++i) row[i] += b * double(a[i]);
     }
   return d;
+}
+
+// double -> float rounding to odd: truncate toward zero, then set the last
+// bit when inexact. Followed by float -> bf16 round-to-nearest-even it gives
+// the correctly rounded bf16 of the double (float keeps 24 >= 8 + 2 bits), where
+// double -> float (nearest) -> bf16 could round twice (a value just off a bf16
+// midpoint lands on it, then rounds to even the wrong way).
+inline float round_to_odd_float(double x) {
+  float f = static_cast<float>(x);
+  if (static_cast<double>(f) == x || !std::isfinite(f)) return f;
+  if (std::abs(static_cast<double>(f)) > std::abs(x)) f = std::nextafter(f, 0.0f);
+  std::uint32_t u;
+  std::memcpy(&u, &f, 4);
+  u |= 1u;
+  std::memcpy(&f, &u, 4);
+  return f;
 }
 
 inline merge_report merge_adapter(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
@@ -94,10 +112,7 @@ inline merge_report merge_adapter(const std::filesystem::path& model_dir, const 
         ts.push_back(io::f32_tensor(tv.name, tv.shape, v));
       } else {
         auto& v = bf16_store.emplace_back(w.size());
-        // One rounding: the f32 sum is exact enough (bf16 has 8 bits of
-        // mantissa; rounding double -> float -> bf16 can double-round only at
-        // exact float ties, a measure-zero event we accept).
-        for (std::size_t i = 0; i < w.size(); ++i) v[i] = bf16(float(double(w[i]) + d[i]));
+        for (std::size_t i = 0; i < w.size(); ++i) v[i] = bf16(round_to_odd_float(double(w[i]) + d[i]));
         ts.push_back(io::bf16_tensor(tv.name, tv.shape, v));
       }
       targets.erase(it);
