@@ -102,6 +102,10 @@ class trainer {
     require(o_.warmup_steps >= 0, "warmup_steps must be non-negative", {"", "warmup_steps", {}});
     require(o_.lora.r >= 1, "lora r must be at least 1", {"", "lora_r", {}});
     require(!o_.lora.target_modules.empty(), "no LoRA target modules", {"", "target_modules", {}});
+    require(o_.lora.lora_alpha > 0 && std::isfinite(o_.lora.lora_alpha), "lora_alpha must be a positive number",
+            {"", "lora_alpha", {}});
+    require(o_.lora.lora_dropout >= 0 && o_.lora.lora_dropout < 1, "lora_dropout must be in [0, 1)",
+            {"", "lora_dropout", {}});
     adapter_ = io::make_lora_adapter(o_.lora, model.config());
     grads_ = io::make_lora_adapter(o_.lora, model.config());
     init_lora(adapter_, model.config(), o_.seed);
