@@ -106,12 +106,13 @@ TEST_CASE("staticgrad finetune lowers the loss and writes a PEFT adapter; merge 
   const auto out = scratch("finetune");
   auto r = run("finetune --model " + d + " --data " + d + "/data.jsonl --out " + (out / "adapter").string() +
                " --steps 6 --lr 1e-2 --batch-tokens 128 --max-len 64 --lora-r 4 --lora-alpha 8"
-               " --target-modules q_proj,v_proj,gate_proj --warmup-steps 1 --seed 5");
+               " --target-modules q_proj,v_proj,gate_proj --warmup-steps 1 --seed 5 --save-every 3");
   INFO(r.out);
   REQUIRE(r.rc == 0);
   CHECK(std::regex_search(r.out, std::regex("step 6/6  loss [0-9.]+  tokens [0-9]+  lr [0-9.e+-]+")));
   const auto cfg = io::read_hf_config(fs::path(d));
   const auto ad = io::read_peft_adapter(out / "adapter", cfg);
+  CHECK(io::read_peft_adapter(out / "adapter" / "checkpoint-3", cfg).config.r == 4);  // --save-every
   CHECK(ad.config.r == 4);
   CHECK(ad.config.target_modules.size() == 3);
   const auto base = run("loss --model " + d + " --data " + d + "/data.jsonl");
