@@ -69,7 +69,7 @@ decltype(auto) dispatch_shape(const io::hf_config& c, const std::string& file, F
   } else {
     std::optional<R> r;
     (void)((shape_matches<Shapes>(c) ? (r.emplace(f.template operator()<Shapes>()), true) : false) || ...);
-    if (r) return std::move(*r);
+    if (r) return R(std::move(*r));  // a prvalue: decltype(auto) must not deduce R&& to this local
   }
   std::string list;
   ((list += "\n  " + shape_text<Shapes>()), ...);
