@@ -65,10 +65,11 @@ void upload(const device_buffer& d, const std::vector<T>& h) {
   SG_CUDA_CHECK(cudaMemcpy(d.p, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice));
 }
 
-// Download a [rows, cols] matrix with leading dimension ld (bf16 or f32) as floats.
+// Download a [rows, cols] matrix with leading dimension ld (bf16 or f32) as floats. Copies exactly the span
+// (rows - 1) * ld + cols: p may point at a column offset inside a buffer (XZ + in), whose last row ends there.
 template <class T>
 std::vector<float> download(const T* p, std::int64_t rows, std::int64_t cols, std::int64_t ld) {
-  std::vector<T> h(static_cast<std::size_t>(rows * ld));
+  std::vector<T> h(static_cast<std::size_t>((rows - 1) * ld + cols));
   SG_CUDA_CHECK(cudaMemcpy(h.data(), p, h.size() * sizeof(T), cudaMemcpyDeviceToHost));
   std::vector<float> r(static_cast<std::size_t>(rows * cols));
   for (std::int64_t i = 0; i < rows; ++i)
