@@ -140,12 +140,13 @@ class rm_matmul {
   // C = alpha * op(A) op(B) + beta * C. A, B bf16; C of spec.c_type.
   void run(cublasLtHandle_t handle, cudaStream_t stream, const void* A, const void* B, void* C, float alpha, float beta,
            void* workspace, std::size_t workspace_bytes) const {
-    const std::string who = std::string("matmul '") + name_ + "'";
-    if (!prepared_) throw error(who + ": run() before prepare()");
-    if (workspace_bytes < workspace_needed_) throw error(who + ": workspace too small");
+    // Checks are a few compares; the message is only built on failure (run() is on the hot path).
+    auto fail = [&](const char* what) { throw error(std::string("matmul '") + name_ + "': " + what); };
+    if (!prepared_) fail("run() before prepare()");
+    if (workspace_bytes < workspace_needed_) fail("workspace too small");
     auto aligned = [](const void* ptr, std::uint32_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
     if (!aligned(A, spec_.align_a) || !aligned(B, spec_.align_b) || !aligned(C, spec_.align_c))
-      throw error(who + ": a pointer is less aligned than prepare() was told");
+      fail("a pointer is less aligned than prepare() was told");
     SG_CUBLAS_CHECK(cublasLtMatmul(handle, desc_.get(), &alpha, B, layout_a_.get(), A, layout_b_.get(), &beta, C,
                                    layout_c_.get(), C, layout_c_.get(), &algo_, workspace_needed_ ? workspace : nullptr,
                                    workspace_needed_, stream));
