@@ -1,0 +1,193 @@
+#pragma once
+// Row-major matrix products on cuBLASLt, prepared once per static shape.
+//
+//   C[M, N] = alpha * op(A) op(B) + beta * C        (all row-major)
+//   op(A) = A      (A stored [M, K], leading dimension lda >= K)   trans_a = false
+//         = A^T    (A stored [K, M], lda >= M)                      trans_a = true
+//   op(B) = B      (B stored [K, N], ldb >= N)                      trans_b = false
+//         = B^T    (B stored [N, K], ldb >= K)                      trans_b = true
+//
+// Row-major is handled with the transposition trick, not CUBLASLT_ORDER_ROW
+// (row order is not offered by every cuBLASLt kernel, and the heuristics are
+// tuned for column order): a row-major [R, C] matrix with leading dimension ld
+// is, byte for byte, the column-major [C, R] matrix with the same ld, so the
+// row-major C = op(A) op(B) is computed as the column-major
+// C^T = op(B)^T op(A)^T: cuBLASLt's "A" is our B, its "B" is our A, m = N,
+// n = M, k = K, and each operand's transpose flag stays what it was.
+//
+// Invariants:
+// - inputs are bf16 (CUDA_R_16BF); C/D are bf16 or f32; accumulation is fp32
+//   (CUBLAS_COMPUTE_32F, scale type f32, alpha/beta passed by host pointer,
+//   so a CUDA graph captures their values);
+// - C and D are the same buffer with the same layout (in-place beta = 1 is
+//   allowed); with beta = 0, C is not read (it may hold NaN);
+// - prepare() runs the heuristic (cublasLtMatmulAlgoGetHeuristic) once and
+//   keeps the best algorithm: run() only launches, so it is cheap enough for
+//   the hot path and capturable in a CUDA graph;
+// - prepare() is told the alignment of each pointer (default 256 B, what
+//   cudaMalloc returns); run() checks the real pointers against it and throws
+//   staticgrad::error instead of launching a kernel that assumed more;
+// - run() needs a workspace of at least workspace_needed() bytes (at most the
+//   workspace_bytes given to prepare(), e.g. 32 MiB) on the same stream.
+#include <cublasLt.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+#include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/core/error.hpp"
+
+namespace staticgrad::cuda {
+
+inline void check_cublas(cublasStatus_t s, const char* call, const char* file, int line) {
+  if (s == CUBLAS_STATUS_SUCCESS) return;
+  throw error(std::string(call) + " failed: " + cublasLtGetStatusName(s) + " (" + cublasLtGetStatusString(s) + ") at " +
+              file + ":" + std::to_string(line));
+}
+
+}  // namespace staticgrad::cuda
+
+#define SG_CUBLAS_CHECK(call) ::staticgrad::cuda::check_cublas((call), #call, __FILE__, __LINE__)
+
+namespace staticgrad::cuda {
+
+// The largest power of two (capped at 256) dividing `bytes`: the alignment of
+// base + bytes when base is 256-byte aligned (cudaMalloc).
+constexpr std::uint32_t alignment_of_offset(std::uint64_t bytes) {
+  if (bytes == 0) return 256;
+  std::uint32_t a = 1;
+  while (a < 256 && bytes % (2ull * a) == 0) a *= 2;
+  return a;
+}
+
+inline std::size_t dtype_size(cudaDataType_t t) {
+  switch (t) {
+    case CUDA_R_16BF: return 2;
+    case CUDA_R_32F: return 4;
+    default: throw error("matmul: only bf16 and f32 matrices are supported");
+  }
+}
+
+struct matmul_spec {
+  std::int64_t M = 0, N = 0, K = 0;
+  bool trans_a = false, trans_b = false;
+  std::int64_t lda = 0, ldb = 0, ldc = 0;
+  cudaDataType_t c_type = CUDA_R_16BF;  // A and B are always bf16
+  std::uint32_t align_a = 256, align_b = 256, align_c = 256;  // bytes, of the pointers given to run()
+};
+
+class rm_matmul {
+ public:
+  rm_matmul() = default;
+
+  void prepare(cublasLtHandle_t handle, const matmul_spec& s, std::size_t workspace_bytes, const char* name = "matmul") {
+    spec_ = s;
+    name_ = name;
+    const std::string who = std::string("matmul '") + name + "'";
+    if (s.M <= 0 || s.N <= 0 || s.K <= 0) throw error(who + ": sizes must be positive");
+    if (s.lda < (s.trans_a ? s.M : s.K)) throw error(who + ": lda too small");
+    if (s.ldb < (s.trans_b ? s.K : s.N)) throw error(who + ": ldb too small");
+    if (s.ldc < s.N) throw error(who + ": ldc too small");
+    (void)dtype_size(s.c_type);
+
+    cublasLtMatmulDesc_t d = nullptr;
+    SG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+    desc_.reset(d);
+    // cuBLASLt "A" is our B: op stays trans_b; its "B" is our A: op stays trans_a.
+    const cublasOperation_t op_a = s.trans_b ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const cublasOperation_t op_b = s.trans_a ? CUBLAS_OP_T : CUBLAS_OP_N;
+    SG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+    SG_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(d, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+
+    // Column-major views (rows, cols, ld) of the row-major buffers.
+    cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+    if (!s.trans_b) SG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, s.N, s.K, s.ldb));  // [N, K], op N
+    else SG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, s.K, s.N, s.ldb));             // [K, N], op T
+    layout_a_.reset(la);
+    if (!s.trans_a) SG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, s.K, s.M, s.lda));  // [K, M], op N
+    else SG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, s.M, s.K, s.lda));             // [M, K], op T
+    layout_b_.reset(lb);
+    SG_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&lc, s.c_type, s.N, s.M, s.ldc));  // [N, M]
+    layout_c_.reset(lc);
+
+    cublasLtMatmulPreference_t p = nullptr;
+    SG_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&p));
+    std::unique_ptr<std::remove_pointer_t<cublasLtMatmulPreference_t>, pref_deleter> pref(p);
+    const std::uint64_t ws = workspace_bytes;
+    // Our A/B are cuBLASLt's B/A.
+    const std::uint32_t al_a = s.align_b, al_b = s.align_a, al_c = s.align_c;
+    SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws, sizeof(ws)));
+    SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &al_a, sizeof(al_a)));
+    SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &al_b, sizeof(al_b)));
+    SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof(al_c)));
+    SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof(al_c)));
+
+    cublasLtMatmulHeuristicResult_t r{};
+    int found = 0;
+    SG_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, d, la, lb, lc, lc, p, 1, &r, &found));
+    if (found == 0 || r.state != CUBLAS_STATUS_SUCCESS)
+      throw error(who + ": cuBLASLt found no algorithm (M=" + std::to_string(s.M) + " N=" + std::to_string(s.N) +
+                  " K=" + std::to_string(s.K) + ")");
+    algo_ = r.algo;
+    workspace_needed_ = r.workspaceSize;
+    prepared_ = true;
+  }
+
+  // C = alpha * op(A) op(B) + beta * C. A, B bf16; C of spec.c_type.
+  void run(cublasLtHandle_t handle, cudaStream_t stream, const void* A, const void* B, void* C, float alpha, float beta,
+           void* workspace, std::size_t workspace_bytes) const {
+    // Checks are a few compares; the message is only built on failure (run() is on the hot path).
+    auto fail = [&](const char* what) { throw error(std::string("matmul '") + name_ + "': " + what); };
+    if (!prepared_) fail("run() before prepare()");
+    if (workspace_bytes < workspace_needed_) fail("workspace too small");
+    auto aligned = [](const void* ptr, std::uint32_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
+    if (!aligned(A, spec_.align_a) || !aligned(B, spec_.align_b) || !aligned(C, spec_.align_c))
+      fail("a pointer is less aligned than prepare() was told");
+    SG_CUBLAS_CHECK(cublasLtMatmul(handle, desc_.get(), &alpha, B, layout_a_.get(), A, layout_b_.get(), &beta, C,
+                                   layout_c_.get(), C, layout_c_.get(), &algo_, workspace_needed_ ? workspace : nullptr,
+                                   workspace_needed_, stream));
+  }
+
+  const matmul_spec& spec() const { return spec_; }
+  std::size_t workspace_needed() const { return workspace_needed_; }
+  double flops() const { return 2.0 * static_cast<double>(spec_.M) * static_cast<double>(spec_.N) * static_cast<double>(spec_.K); }
+
+ private:
+  struct desc_deleter {
+    void operator()(cublasLtMatmulDesc_t d) const { cublasLtMatmulDescDestroy(d); }
+  };
+  struct layout_deleter {
+    void operator()(cublasLtMatrixLayout_t l) const { cublasLtMatrixLayoutDestroy(l); }
+  };
+  struct pref_deleter {
+    void operator()(cublasLtMatmulPreference_t p) const { cublasLtMatmulPreferenceDestroy(p); }
+  };
+  using layout_ptr = std::unique_ptr<std::remove_pointer_t<cublasLtMatrixLayout_t>, layout_deleter>;
+
+  matmul_spec spec_{};
+  std::string name_ = "matmul";
+  std::unique_ptr<std::remove_pointer_t<cublasLtMatmulDesc_t>, desc_deleter> desc_;
+  layout_ptr layout_a_, layout_b_, layout_c_;  // cuBLASLt's A (our B), B (our A), C = D
+  cublasLtMatmulAlgo_t algo_{};
+  std::size_t workspace_needed_ = 0;
+  bool prepared_ = false;
+};
+
+// RAII cuBLASLt handle.
+class lt_handle {
+ public:
+  lt_handle() { SG_CUBLAS_CHECK(cublasLtCreate(&h_)); }
+  ~lt_handle() { cublasLtDestroy(h_); }
+  lt_handle(const lt_handle&) = delete;
+  lt_handle& operator=(const lt_handle&) = delete;
+  cublasLtHandle_t get() const { return h_; }
+
+ private:
+  cublasLtHandle_t h_ = nullptr;
+};
+
+}  // namespace staticgrad::cuda
