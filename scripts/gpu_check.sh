@@ -4,7 +4,7 @@
 # `cmake --preset default` where nvcc is found, then built).
 #   scripts/gpu_check.sh            # logs into $OUT if set, else into ./gpu_check_logs
 # Prints the GPUs, runs the GPU-labelled tests, then every CUDA benchmark
-# (build/bench/bench_*, those that are CUDA: currently bench_row_groups).
+# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_attention).
 set -u
 BUILD=${BUILD:-build}
 LOGS=${OUT:-gpu_check_logs}
@@ -22,9 +22,14 @@ if [ -x "$BUILD/tests/gpu_test_row_groups" ]; then
   "$BUILD/tests/gpu_test_row_groups" > "$LOGS/test_row_groups.txt" 2>&1
   cat "$LOGS/test_row_groups.txt"
 fi
+# The full output of the attention test (its table of errors per tensor).
+if [ -x "$BUILD/tests/gpu_test_attention" ]; then
+  "$BUILD/tests/gpu_test_attention" > "$LOGS/test_attention.txt" 2>&1
+  cat "$LOGS/test_attention.txt"
+fi
 
 # Google Benchmark 1.7.1 takes --benchmark_min_time as seconds without a unit.
-for b in "$BUILD"/bench/bench_row_groups; do
+for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_attention; do
   [ -x "$b" ] || continue
   name=$(basename "$b")
   echo "== $name"
