@@ -13,7 +13,7 @@
 //
 // What to expect on an H200 (~790 dense bf16 TFLOP/s via cuBLAS): this is a
 // simple mma.sync kernel (64 x 64 tiles, 4 warps, fragments read from shared
-// memory with 32-bit loads, no ldmatrix, no wgmma): forward ~150-250 TFLOP/s,
+// memory with ldmatrix, no wgmma, no TMA): forward ~150-250 TFLOP/s,
 // backward (by the counter) ~100-180 TFLOP/s.
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>

@@ -29,10 +29,10 @@
 //        the 5 backward products again: 7 instead of 5), the price of
 //        determinism without a f32 dq buffer and atomics.
 //  - Tensor cores through mma.sync.m16n8k16 (bf16 in, f32 accumulate) in
-//    inline PTX. Operand fragments are read from shared memory with plain
-//    32-bit (or paired 16-bit, for the transposed operand) loads whose layout
-//    is the PTX ISA's documented fragment layout; rows are padded by 8 bf16
-//    (16 bytes) so those loads are free of bank conflicts.
+//    inline PTX. Operand fragments are read from shared memory by ldmatrix.x4
+//    (.trans for transposed operands), or with STATICGRAD_ATTN_LDMATRIX=0 by
+//    plain 32-bit / paired 16-bit loads (see load_a); rows are padded by 8
+//    bf16 (16 bytes) so either is free of bank conflicts.
 //  - Global -> shared copies are 16-byte cp.async with zero fill past the end
 //    of the sequence (the source pointer is then clamped to a valid row).
 //  - Requirements checked on the host: D in {64, 128}; every pointer 16-byte
@@ -148,6 +148,88 @@ __device__ __forceinline__ std::uint32_t pack_f2(float lo, float hi) {
   return *reinterpret_cast<const std::uint32_t*>(&v);
 }
 
+// ---- operand fragments from shared memory --------------------------------------
+//
+// Three shapes cover every product here. `p` points at element (row 0, col 0)
+// of the 16 x 16 (A) or 16 x 16 (two n8 tiles of B) sub-tile; Ld is the smem
+// row stride in elements (a multiple of 8: rows are 16-byte aligned).
+//  load_a    : A (16 x 16, row-major [m][k]) -> a[4]
+//  load_b    : B for n8 tiles n, n+8 where smem holds B^T row-major [n][k]
+//              (K in Q K^T, Q / dO in K Q^T / V dO^T)       -> b[2][2]
+//  load_b_t  : B for n8 tiles n, n+8 where smem holds B row-major [k][n]
+//              (V in P V, K in dS K, dO / Q in P^T dO / dS^T Q) -> b[2][2]
+// With STATICGRAD_ATTN_LDMATRIX (default 1) they are one ldmatrix.x4 each
+// (.trans for load_b_t): lanes 8i..8i+7 give the row addresses of 8x8 matrix
+// i, and lane l receives row l/4, elements 2(l%4), 2(l%4)+1 of each matrix
+// (of its transpose with .trans), which is exactly the mma fragment layout.
+// With 0 they are plain 32-bit / paired 16-bit loads of the same elements
+// (slower, kept as the reference path: build with
+// -DSTATICGRAD_ATTN_LDMATRIX=0 to compare).
+#ifndef STATICGRAD_ATTN_LDMATRIX
+#define STATICGRAD_ATTN_LDMATRIX 1
+#endif
+
+__device__ __forceinline__ unsigned smem_u32(const void* p) {
+  return static_cast<unsigned>(__cvta_generic_to_shared(p));
+}
+
+template <int Ld>
+__device__ __forceinline__ void load_a(std::uint32_t (&a)[4], const __nv_bfloat16* p) {
+  const int lane = threadIdx.x % 32;
+#if STATICGRAD_ATTN_LDMATRIX
+  // matrices: 0 rows 0-7 cols 0-7, 1 rows 8-15 cols 0-7, 2 rows 0-7 cols 8-15, 3 rows 8-15 cols 8-15
+  const __nv_bfloat16* r = p + (lane % 16) * Ld + (lane / 16) * 8;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(a[0]), "=r"(a[1]), "=r"(a[2]), "=r"(a[3])
+               : "r"(smem_u32(r)));
+#else
+  const int g = lane / 4, t = lane % 4;
+  a[0] = ld32(p + g * Ld + 2 * t);
+  a[1] = ld32(p + (g + 8) * Ld + 2 * t);
+  a[2] = ld32(p + g * Ld + 2 * t + 8);
+  a[3] = ld32(p + (g + 8) * Ld + 2 * t + 8);
+#endif
+}
+
+template <int Ld>
+__device__ __forceinline__ void load_b(std::uint32_t (&b)[2][2], const __nv_bfloat16* p) {
+  const int lane = threadIdx.x % 32;
+#if STATICGRAD_ATTN_LDMATRIX
+  // matrices: 0 n 0-7 k 0-7, 1 n 0-7 k 8-15, 2 n 8-15 k 0-7, 3 n 8-15 k 8-15
+  const __nv_bfloat16* r = p + ((lane % 8) + (lane / 16) * 8) * Ld + ((lane / 8) % 2) * 8;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(b[0][0]), "=r"(b[0][1]), "=r"(b[1][0]), "=r"(b[1][1])
+               : "r"(smem_u32(r)));
+#else
+  const int g = lane / 4, t = lane % 4;
+  for (int j = 0; j < 2; ++j) {
+    const __nv_bfloat16* r = p + (j * 8 + g) * Ld + 2 * t;
+    b[j][0] = ld32(r);
+    b[j][1] = ld32(r + 8);
+  }
+#endif
+}
+
+template <int Ld>
+__device__ __forceinline__ void load_b_t(std::uint32_t (&b)[2][2], const __nv_bfloat16* p) {
+  const int lane = threadIdx.x % 32;
+#if STATICGRAD_ATTN_LDMATRIX
+  // matrices (stored [k][n], delivered transposed): 0 k 0-7 n 0-7, 1 k 8-15 n 0-7,
+  // 2 k 0-7 n 8-15, 3 k 8-15 n 8-15
+  const __nv_bfloat16* r = p + ((lane % 8) + ((lane / 8) % 2) * 8) * Ld + (lane / 16) * 8;
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(b[0][0]), "=r"(b[0][1]), "=r"(b[1][0]), "=r"(b[1][1])
+               : "r"(smem_u32(r)));
+#else
+  const int g = lane / 4, t = lane % 4;
+  for (int j = 0; j < 2; ++j) {
+    const __nv_bfloat16* c = p + (2 * t) * Ld + j * 8 + g;
+    b[j][0] = pack2(c[0], c[Ld]);
+    b[j][1] = pack2(c[8 * Ld], c[9 * Ld]);
+  }
+#endif
+}
+
 // Rows [row0, row0 + Rows) of a [*, ld_g] bf16 matrix, columns [col0, col0 + D),
 // into smem [Rows][LdS]; rows >= row_end are zero-filled. All threads of the
 // CTA call it; the caller commits and waits.
@@ -257,24 +339,21 @@ __global__ void __launch_bounds__(Tr::threads) attention_fwd_kernel(fwd_params p
     cp_async_wait_all();
     __syncthreads();  // K[kb] (and Q) visible; every warp is done with V[kb-1]
     if (kb == 0) {
-      const __nv_bfloat16* qw = Qs + warp * 16 * LD;
-      for (int ks = 0; ks < KS; ++ks) {
-        qf[ks][0] = ld32(qw + g * LD + ks * 16 + 2 * t);
-        qf[ks][1] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t);
-        qf[ks][2] = ld32(qw + g * LD + ks * 16 + 2 * t + 8);
-        qf[ks][3] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t + 8);
-      }
+      for (int ks = 0; ks < KS; ++ks) load_a<LD>(qf[ks], Qs + warp * 16 * LD + ks * 16);
     }
     load_tile<BN, D, LD, Tr::threads>(Vs, p.v, ldk, n0, w.end, kvh * D);
     cp_async_commit();
 
     // S = Q K^T for this warp's 16 rows x BN keys.
     float s[NT][4];
-    for (int nt = 0; nt < NT; ++nt) {
-      s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
-      const __nv_bfloat16* kr = Ks + (nt * 8 + g) * LD + 2 * t;
-      for (int ks = 0; ks < KS; ++ks) mma_bf16(s[nt], qf[ks], ld32(kr + ks * 16), ld32(kr + ks * 16 + 8));
-    }
+    for (int nt = 0; nt < NT; ++nt) s[nt][0] = s[nt][1] = s[nt][2] = s[nt][3] = 0.f;
+    for (int nt = 0; nt < NT; nt += 2)
+      for (int ks = 0; ks < KS; ++ks) {
+        std::uint32_t b[2][2];
+        load_b<LD>(b, Ks + nt * 8 * LD + ks * 16);  // B[k = d][n = key] = K[key][d]
+        mma_bf16(s[nt], qf[ks], b[0][0], b[0][1]);
+        mma_bf16(s[nt + 1], qf[ks], b[1][0], b[1][1]);
+      }
     // Only the diagonal block(s) hold keys beyond some query of the block.
     const bool need_mask = n0 + BN - 1 > m0;
     for (int r = 0; r < 2; ++r) {
@@ -320,10 +399,11 @@ __global__ void __launch_bounds__(Tr::threads) attention_fwd_kernel(fwd_params p
       const std::uint32_t a[4] = {pack_f2(s[2 * kk][0], s[2 * kk][1]), pack_f2(s[2 * kk][2], s[2 * kk][3]),
                                   pack_f2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                   pack_f2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      const __nv_bfloat16* v0 = Vs + (kk * 16 + 2 * t) * LD + g;  // B[k = key][n = d] = V[key][d]
-      for (int dt = 0; dt < DT; ++dt) {
-        const __nv_bfloat16* vp = v0 + dt * 8;
-        mma_bf16(o[dt], a, pack2(vp[0], vp[LD]), pack2(vp[8 * LD], vp[9 * LD]));
+      for (int dt = 0; dt < DT; dt += 2) {
+        std::uint32_t b[2][2];
+        load_b_t<LD>(b, Vs + kk * 16 * LD + dt * 8);  // B[k = key][n = d] = V[key][d]
+        mma_bf16(o[dt], a, b[0][0], b[0][1]);
+        mma_bf16(o[dt + 1], a, b[1][0], b[1][1]);
       }
     }
   }
@@ -427,19 +507,16 @@ __global__ void __launch_bounds__(Tr::threads) attention_dq_kernel(bwd_params p)
       for (int c = 0; c < 4; ++c) s[nt][c] = dp[nt][c] = 0.f;
     for (int ks = 0; ks < KS; ++ks) {
       std::uint32_t a[4], ad[4];
-      a[0] = ld32(qw + g * LD + ks * 16 + 2 * t);
-      a[1] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t);
-      a[2] = ld32(qw + g * LD + ks * 16 + 2 * t + 8);
-      a[3] = ld32(qw + (g + 8) * LD + ks * 16 + 2 * t + 8);
-      ad[0] = ld32(dow + g * LD + ks * 16 + 2 * t);
-      ad[1] = ld32(dow + (g + 8) * LD + ks * 16 + 2 * t);
-      ad[2] = ld32(dow + g * LD + ks * 16 + 2 * t + 8);
-      ad[3] = ld32(dow + (g + 8) * LD + ks * 16 + 2 * t + 8);
-      for (int nt = 0; nt < NT; ++nt) {
-        const __nv_bfloat16* kr = Ks + (nt * 8 + g) * LD + ks * 16 + 2 * t;  // S = Q K^T
-        mma_bf16(s[nt], a, ld32(kr), ld32(kr + 8));
-        const __nv_bfloat16* vr = Vs + (nt * 8 + g) * LD + ks * 16 + 2 * t;  // dP = dO V^T
-        mma_bf16(dp[nt], ad, ld32(vr), ld32(vr + 8));
+      load_a<LD>(a, qw + ks * 16);
+      load_a<LD>(ad, dow + ks * 16);
+      for (int nt = 0; nt < NT; nt += 2) {
+        std::uint32_t b[2][2];
+        load_b<LD>(b, Ks + nt * 8 * LD + ks * 16);  // S = Q K^T
+        mma_bf16(s[nt], a, b[0][0], b[0][1]);
+        mma_bf16(s[nt + 1], a, b[1][0], b[1][1]);
+        load_b<LD>(b, Vs + nt * 8 * LD + ks * 16);  // dP = dO V^T
+        mma_bf16(dp[nt], ad, b[0][0], b[0][1]);
+        mma_bf16(dp[nt + 1], ad, b[1][0], b[1][1]);
       }
     }
     const bool need_mask = n0 + BN - 1 > m0;
@@ -456,10 +533,11 @@ __global__ void __launch_bounds__(Tr::threads) attention_dq_kernel(bwd_params p)
       const std::uint32_t a[4] = {pack_f2(s[2 * kk][0], s[2 * kk][1]), pack_f2(s[2 * kk][2], s[2 * kk][3]),
                                   pack_f2(s[2 * kk + 1][0], s[2 * kk + 1][1]),
                                   pack_f2(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-      const __nv_bfloat16* k0 = Ks + (kk * 16 + 2 * t) * LD + g;
-      for (int dt = 0; dt < DT; ++dt) {
-        const __nv_bfloat16* kp = k0 + dt * 8;
-        mma_bf16(dq[dt], a, pack2(kp[0], kp[LD]), pack2(kp[8 * LD], kp[9 * LD]));
+      for (int dt = 0; dt < DT; dt += 2) {
+        std::uint32_t b[2][2];
+        load_b_t<LD>(b, Ks + kk * 16 * LD + dt * 8);  // B[k = key][n = d] = K[key][d]
+        mma_bf16(dq[dt], a, b[0][0], b[0][1]);
+        mma_bf16(dq[dt + 1], a, b[1][0], b[1][1]);
       }
     }
   }
@@ -534,19 +612,16 @@ __global__ void __launch_bounds__(Tr::threads) attention_dkdv_kernel(bwd_params 
         for (int c = 0; c < 4; ++c) s[mt][c] = dp[mt][c] = 0.f;
       for (int ks = 0; ks < KS; ++ks) {
         std::uint32_t a[4], av[4];
-        a[0] = ld32(kw + g * LD + ks * 16 + 2 * t);
-        a[1] = ld32(kw + (g + 8) * LD + ks * 16 + 2 * t);
-        a[2] = ld32(kw + g * LD + ks * 16 + 2 * t + 8);
-        a[3] = ld32(kw + (g + 8) * LD + ks * 16 + 2 * t + 8);
-        av[0] = ld32(vw + g * LD + ks * 16 + 2 * t);
-        av[1] = ld32(vw + (g + 8) * LD + ks * 16 + 2 * t);
-        av[2] = ld32(vw + g * LD + ks * 16 + 2 * t + 8);
-        av[3] = ld32(vw + (g + 8) * LD + ks * 16 + 2 * t + 8);
-        for (int mt = 0; mt < MT; ++mt) {
-          const __nv_bfloat16* qr = Qs + (mt * 8 + g) * LD + ks * 16 + 2 * t;  // B[k = d][n = query]
-          mma_bf16(s[mt], a, ld32(qr), ld32(qr + 8));
-          const __nv_bfloat16* dr = dOs + (mt * 8 + g) * LD + ks * 16 + 2 * t;
-          mma_bf16(dp[mt], av, ld32(dr), ld32(dr + 8));
+        load_a<LD>(a, kw + ks * 16);
+        load_a<LD>(av, vw + ks * 16);
+        for (int mt = 0; mt < MT; mt += 2) {
+          std::uint32_t b[2][2];
+          load_b<LD>(b, Qs + mt * 8 * LD + ks * 16);  // B[k = d][n = query] = Q[query][d]
+          mma_bf16(s[mt], a, b[0][0], b[0][1]);
+          mma_bf16(s[mt + 1], a, b[1][0], b[1][1]);
+          load_b<LD>(b, dOs + mt * 8 * LD + ks * 16);  // B[k = d][n = query] = dO[query][d]
+          mma_bf16(dp[mt], av, b[0][0], b[0][1]);
+          mma_bf16(dp[mt + 1], av, b[1][0], b[1][1]);
         }
       }
       // Valid (key j, query i): j <= i and i < e. Masking is needed on the
@@ -570,13 +645,14 @@ __global__ void __launch_bounds__(Tr::threads) attention_dkdv_kernel(bwd_params 
         const std::uint32_t as[4] = {pack_f2(dp[2 * kk][0], dp[2 * kk][1]), pack_f2(dp[2 * kk][2], dp[2 * kk][3]),
                                      pack_f2(dp[2 * kk + 1][0], dp[2 * kk + 1][1]),
                                      pack_f2(dp[2 * kk + 1][2], dp[2 * kk + 1][3])};
-        const __nv_bfloat16* d0 = dOs + (kk * 16 + 2 * t) * LD + g;
-        const __nv_bfloat16* q0 = Qs + (kk * 16 + 2 * t) * LD + g;
-        for (int dt = 0; dt < DT; ++dt) {
-          const __nv_bfloat16* dpp = d0 + dt * 8;
-          mma_bf16(dv[dt], ap, pack2(dpp[0], dpp[LD]), pack2(dpp[8 * LD], dpp[9 * LD]));
-          const __nv_bfloat16* qp = q0 + dt * 8;
-          mma_bf16(dk[dt], as, pack2(qp[0], qp[LD]), pack2(qp[8 * LD], qp[9 * LD]));
+        for (int dt = 0; dt < DT; dt += 2) {
+          std::uint32_t b[2][2];
+          load_b_t<LD>(b, dOs + kk * 16 * LD + dt * 8);  // B[k = query][n = d] = dO[query][d]
+          mma_bf16(dv[dt], ap, b[0][0], b[0][1]);
+          mma_bf16(dv[dt + 1], ap, b[1][0], b[1][1]);
+          load_b_t<LD>(b, Qs + kk * 16 * LD + dt * 8);  // B[k = query][n = d] = Q[query][d]
+          mma_bf16(dk[dt], as, b[0][0], b[0][1]);
+          mma_bf16(dk[dt + 1], as, b[1][0], b[1][1]);
         }
       }
     }
