@@ -81,7 +81,9 @@ struct attention_dq_traits {
   static constexpr int block_m = 16 * warps;
   static constexpr int block_n = 64;
   static constexpr int ld = HeadDim + 8;
-  static constexpr int smem_bytes = (2 * block_m + 2 * block_n) * ld * 2;  // Q, dO, K, V tiles
+  // Q, dO tiles and two buffers of K, V (the next key block is copied while
+  // this one is used): 104 KiB at D = 128, 2 CTAs per SM fit in 227 KiB.
+  static constexpr int smem_bytes = (2 * block_m + 4 * block_n) * ld * 2;
 };
 
 // dk/dv pass: rows = keys, loop over (query head of the group, query block).
@@ -100,7 +102,9 @@ struct attention_dkdv_traits {
                 "key blocks must be a whole number of query blocks so that the first query block of a key "
                 "block starts exactly at its diagonal");
   static constexpr int ld = HeadDim + 8;
-  static constexpr int smem_bytes = (2 * block_n + 2 * block_m) * ld * 2 + 2 * block_m * 4;  // K,V,Q,dO + lse,D
+  // K, V tiles and two buffers of (Q, dO, lse, D): the next (head, query
+  // block) is copied while this one is used. 69 KiB at D = 128, 55 KiB at 64.
+  static constexpr int smem_bytes = 2 * block_n * ld * 2 + 2 * (2 * block_m * ld * 2 + 2 * block_m * 4);
 };
 
 namespace attn_detail {
@@ -470,8 +474,8 @@ __global__ void __launch_bounds__(Tr::threads) attention_dq_kernel(bwd_params p)
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* Qs = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* dOs = Qs + BM * LD;
-  __nv_bfloat16* Ks = dOs + BM * LD;
-  __nv_bfloat16* Vs = Ks + BN * LD;
+  __nv_bfloat16* Ks0 = dOs + BM * LD;  // [2][BN][LD]: buffer kb % 2
+  __nv_bfloat16* Vs0 = Ks0 + 2 * BN * LD;
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const std::int64_t m0 = w.row0;
@@ -487,6 +491,9 @@ __global__ void __launch_bounds__(Tr::threads) attention_dq_kernel(bwd_params p)
 
   load_tile<BM, D, LD, Tr::threads>(Qs, p.q, ldq, m0, w.end, h * D);
   load_tile<BM, D, LD, Tr::threads>(dOs, p.dout, ldq, m0, w.end, h * D);
+  load_tile<BN, D, LD, Tr::threads>(Ks0, p.k, ldk, w.begin, w.end, kvh * D);
+  load_tile<BN, D, LD, Tr::threads>(Vs0, p.v, ldk, w.begin, w.end, kvh * D);
+  cp_async_commit();
 
   float dq[DT][4];
   for (int i = 0; i < DT; ++i) dq[i][0] = dq[i][1] = dq[i][2] = dq[i][3] = 0.f;
@@ -495,12 +502,16 @@ __global__ void __launch_bounds__(Tr::threads) attention_dq_kernel(bwd_params p)
 
   for (int kb = 0; kb < nkb; ++kb) {
     const std::int64_t n0 = w.begin + static_cast<std::int64_t>(kb) * BN;
-    if (kb > 0) __syncthreads();  // every warp is done with K, V of kb-1
-    load_tile<BN, D, LD, Tr::threads>(Ks, p.k, ldk, n0, w.end, kvh * D);
-    load_tile<BN, D, LD, Tr::threads>(Vs, p.v, ldk, n0, w.end, kvh * D);
-    cp_async_commit();
     cp_async_wait_all();
-    __syncthreads();
+    __syncthreads();  // K, V[kb] (and Q, dO) visible; every warp is done with buffer (kb + 1) % 2
+    if (kb + 1 < nkb) {  // copy the next key block while this one is used
+      const int nb = (kb + 1) % 2;
+      load_tile<BN, D, LD, Tr::threads>(Ks0 + nb * BN * LD, p.k, ldk, n0 + BN, w.end, kvh * D);
+      load_tile<BN, D, LD, Tr::threads>(Vs0 + nb * BN * LD, p.v, ldk, n0 + BN, w.end, kvh * D);
+      cp_async_commit();
+    }
+    const __nv_bfloat16* Ks = Ks0 + (kb % 2) * BN * LD;
+    const __nv_bfloat16* Vs = Vs0 + (kb % 2) * BN * LD;
 
     float s[NT][4], dp[NT][4];
     for (int nt = 0; nt < NT; ++nt)
@@ -567,17 +578,42 @@ __global__ void __launch_bounds__(Tr::threads) attention_dkdv_kernel(bwd_params 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   __nv_bfloat16* Ks = reinterpret_cast<__nv_bfloat16*>(smem_raw);
   __nv_bfloat16* Vs = Ks + BN * LD;
-  __nv_bfloat16* Qs = Vs + BN * LD;
-  __nv_bfloat16* dOs = Qs + BM * LD;
-  float* lse_s = reinterpret_cast<float*>(dOs + BM * LD);  // [BM] lse * log2e
-  float* dD_s = lse_s + BM;                                 // [BM] D_i
+  // Two stages of {Q [BM][LD], dO [BM][LD], lse * log2e [BM], D [BM]}.
+  constexpr int stage_bytes = 2 * BM * LD * 2 + 2 * BM * 4;
+  static_assert(stage_bytes % 16 == 0, "each stage must start 16-byte aligned for cp.async");
+  unsigned char* stage0 = reinterpret_cast<unsigned char*>(Vs + BN * LD);
+  auto stage_q = [&](int st) { return reinterpret_cast<__nv_bfloat16*>(stage0 + st * stage_bytes); };
+  auto stage_do = [&](int st) { return stage_q(st) + BM * LD; };
+  auto stage_lse = [&](int st) { return reinterpret_cast<float*>(stage_do(st) + BM * LD); };
+  auto stage_d = [&](int st) { return stage_lse(st) + BM; };
 
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane / 4, t = lane % 4;
   const std::int64_t n0 = w.row0;
   const std::int64_t krow[2] = {n0 + warp * 16 + g, n0 + warp * 16 + g + 8};
 
+  // Queries n0 .. e-1 see this key block; blocks of BM aligned to the sequence
+  // start (n0 - b is a multiple of BN, hence of BM). Iteration it is query
+  // head kvh * group + it / nqb, query block it % nqb.
+  const int nqb = static_cast<int>((w.end - n0 + BM - 1) / BM);
+  const int iters = group * nqb;
+  // Copies of iteration `it` into stage it % 2: Q and dO by cp.async, lse
+  // and D by plain loads (strided by H, 2 x BM floats).
+  auto issue = [&](int it) {
+    const int st = it % 2, h = kvh * group + it / nqb;
+    const std::int64_t m0 = n0 + static_cast<std::int64_t>(it % nqb) * BM;
+    load_tile<BM, D, LD, Tr::threads>(stage_q(st), p.q, ldq, m0, w.end, h * D);
+    load_tile<BM, D, LD, Tr::threads>(stage_do(st), p.dout, ldq, m0, w.end, h * D);
+    for (int i = threadIdx.x; i < BM; i += Tr::threads) {
+      const std::int64_t row = m0 + i;
+      const bool ok = row < w.end;  // past the sequence: finite placeholders, masked below
+      stage_lse(st)[i] = ok ? p.lse[row * p.heads + h] * log2e : 0.f;
+      stage_d(st)[i] = ok ? p.dvec[row * p.heads + h] : 0.f;
+    }
+  };
+
   load_tile<BN, D, LD, Tr::threads>(Ks, p.k, ldk, n0, w.end, kvh * D);
   load_tile<BN, D, LD, Tr::threads>(Vs, p.v, ldk, n0, w.end, kvh * D);
+  issue(0);
   cp_async_commit();
 
   float dk[DT][4], dv[DT][4];
@@ -585,26 +621,22 @@ __global__ void __launch_bounds__(Tr::threads) attention_dkdv_kernel(bwd_params 
     for (int c = 0; c < 4; ++c) dk[i][c] = dv[i][c] = 0.f;
   const __nv_bfloat16* kw = Ks + warp * 16 * LD;
   const __nv_bfloat16* vw = Vs + warp * 16 * LD;
-  // Queries n0 .. e-1 see this key block; blocks of BM aligned to the sequence
-  // start (n0 - b is a multiple of BN, hence of BM).
-  const int nqb = static_cast<int>((w.end - n0 + BM - 1) / BM);
 
-  for (int hh = 0; hh < group; ++hh) {
-    const int h = kvh * group + hh;
-    for (int qb = 0; qb < nqb; ++qb) {
-      const std::int64_t m0 = n0 + static_cast<std::int64_t>(qb) * BM;
-      __syncthreads();  // every warp is done with the previous Q, dO, lse, D
-      load_tile<BM, D, LD, Tr::threads>(Qs, p.q, ldq, m0, w.end, h * D);
-      load_tile<BM, D, LD, Tr::threads>(dOs, p.dout, ldq, m0, w.end, h * D);
-      cp_async_commit();
-      for (int i = threadIdx.x; i < BM; i += Tr::threads) {
-        const std::int64_t row = m0 + i;
-        const bool ok = row < w.end;
-        lse_s[i] = ok ? p.lse[row * p.heads + h] * log2e : 0.f;
-        dD_s[i] = ok ? p.dvec[row * p.heads + h] : 0.f;
-      }
+  for (int it = 0; it < iters; ++it) {
+    {
+      const std::int64_t m0 = n0 + static_cast<std::int64_t>(it % nqb) * BM;
       cp_async_wait_all();
+      // Stage it % 2 (and K, V) visible to all; every warp is done with
+      // iteration it - 1, so stage (it + 1) % 2 may be overwritten.
       __syncthreads();
+      if (it + 1 < iters) {
+        issue(it + 1);
+        cp_async_commit();
+      }
+      const __nv_bfloat16* Qs = stage_q(it % 2);
+      const __nv_bfloat16* dOs = stage_do(it % 2);
+      const float* lse_s = stage_lse(it % 2);
+      const float* dD_s = stage_d(it % 2);
 
       // S^T = K Q^T and dP^T = V dO^T: rows = this warp's 16 keys, cols = BM queries.
       float s[MT][4], dp[MT][4];
