@@ -718,6 +718,8 @@ inline void check_args(std::int64_t tokens, int nseq, int heads, int kv_heads, i
   require(heads <= 65535 && kv_heads <= 65535, "heads go on grid.y: at most 65535", ctx);
   require(tokens >= 0 && tokens < (std::int64_t{1} << 31), "tokens must be in [0, 2^31)", ctx);
   require(nseq >= 1, "at least one sequence (seq_start has S + 1 >= 2 entries)", ctx);
+  require(tokens * heads / 8 < (std::int64_t{1} << 31),
+          "tokens * heads must be below 2^34 (the row-dot kernel's grid.x is tokens * heads / 8)", ctx);
   for (const void* ptr : bf16_ptrs)
     require(ptr != nullptr && reinterpret_cast<std::uintptr_t>(ptr) % 16 == 0,
             "every bf16 tensor pointer must be non-null and 16-byte aligned (cp.async copies 16 bytes)", ctx);
