@@ -4,7 +4,7 @@
 # `cmake --preset default` where nvcc is found, then built).
 #   scripts/gpu_check.sh            # logs into $OUT if set, else into ./gpu_check_logs
 # Prints the GPUs, runs the GPU-labelled tests, then every CUDA benchmark
-# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_lora_gemm).
+# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_lora_gemm, bench_attention).
 set -u
 BUILD=${BUILD:-build}
 LOGS=${OUT:-gpu_check_logs}
@@ -28,8 +28,14 @@ if [ -x "$BUILD/tests/gpu_test_lora_gemm" ]; then
   cat "$LOGS/test_lora_gemm.txt"
 fi
 
+# The full output of the attention test (its table of errors per tensor).
+if [ -x "$BUILD/tests/gpu_test_attention" ]; then
+  "$BUILD/tests/gpu_test_attention" > "$LOGS/test_attention.txt" 2>&1
+  cat "$LOGS/test_attention.txt"
+fi
+
 # Google Benchmark 1.7.1 takes --benchmark_min_time as seconds without a unit.
-for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm; do
+for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm "$BUILD"/bench/bench_attention; do
   [ -x "$b" ] || continue
   name=$(basename "$b")
   echo "== $name"
