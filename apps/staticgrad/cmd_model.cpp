@@ -99,7 +99,15 @@ model_response run_model_command(const model_request& r) {
                           trainable_parameters(tr.adapter()), tr.rows(), r.train.max_len, r.train.steps)
                    << std::endl;
     res.trained = tr.run();
-    if (r.train.log) *r.train.log << "saved the PEFT adapter to " << r.train.out.string() << std::endl;
+    if (r.train.log) {
+      const auto& d = res.trained.data;
+      *r.train.log << fmt::format("data: {} examples read, {} used, {} truncated, {} dropped as too long, {} dropped "
+                                  "without targets, {} bad lines skipped (last epoch)",
+                                  d.examples_read, d.examples_used, d.truncated, d.dropped_too_long, d.dropped_no_targets,
+                                  d.bad_lines_skipped)
+                   << "\n"
+                   << "saved the PEFT adapter to " << r.train.out.string() << std::endl;
+    }
     return res;
   }
   auto adapter = read_or_zero_adapter(r.adapter, cfg);
@@ -214,6 +222,8 @@ void add_training_options(CLI::App* sub, model_request& r, finetune_cli& f) {
   sub->add_option("--weight-decay", o.optim.weight_decay, "AdamW decoupled weight decay")->capture_default_str();
   sub->add_option("--max-grad-norm", o.optim.max_grad_norm, "clip the global gradient norm (0 = off)")
       ->capture_default_str();
+  sub->add_flag("--skip-bad-lines", o.skip_bad_lines, "skip and count malformed data lines instead of stopping");
+  sub->add_flag("--drop-long", o.drop_long, "drop examples longer than --max-len instead of truncating them");
   sub->add_option("--save-every", o.save_every, "also save OUT/checkpoint-<step> every N steps (0 = only at the end)")
       ->capture_default_str();
 }

@@ -156,6 +156,24 @@ TEST_CASE("staticgrad model commands: clear errors") {
   CHECK(r.rc == 1);
   CHECK(r.out.find("big.jsonl:2") != std::string::npos);
   CHECK(r.out.find("vocab_size 97") != std::string::npos);
+  // A malformed data line stops finetune with file, line and field; with
+  // --skip-bad-lines it is skipped and counted.
+  const auto bad = out / "bad.jsonl";
+  {
+    std::ifstream good(d + "/data.jsonl");
+    std::ofstream o(bad);
+    std::string line;
+    std::getline(good, line);
+    o << line << "\n{\"input_ids\": \"oops\"}\n" << line << "\n";
+  }
+  r = run("finetune --model " + d + " --data " + bad.string() + " --out " + (out / "b").string() + " --steps 1");
+  CHECK(r.rc == 1);
+  CHECK(r.out.find("bad.jsonl:2") != std::string::npos);
+  CHECK(r.out.find("input_ids") != std::string::npos);
+  r = run("finetune --model " + d + " --data " + bad.string() + " --out " + (out / "b").string() +
+          " --steps 1 --skip-bad-lines");
+  CHECK(r.rc == 0);
+  CHECK(r.out.find("1 bad lines skipped") != std::string::npos);
   r = run("finetune --model " + d + " --data " + d + "/data.jsonl --out " + (out / "a").string() +
           " --target-modules q_proj,lm_head");
   CHECK(r.rc == 1);

@@ -50,6 +50,8 @@ struct train_options {
   std::int64_t warmup_steps = 0;
   double lr_min = 0;
   std::size_t shuffle_buffer = 4096;
+  bool skip_bad_lines = false;      // skip and count malformed data lines instead of failing
+  bool drop_long = false;           // drop examples longer than max_len instead of truncating them
   std::filesystem::path out;        // adapter directory written at the end (empty: not written)
   std::int64_t save_every = 0;      // > 0: also write out/checkpoint-<step> every that many steps
   std::ostream* log = &std::cout;   // progress lines; nullptr = quiet
@@ -175,6 +177,8 @@ class trainer {
     d.layout = io::row_layout::pack;
     d.seed = mix_seed(o_.seed, std::uint64_t(epoch_));
     d.shuffle_buffer = o_.shuffle_buffer;
+    d.skip_bad_lines = o_.skip_bad_lines;
+    d.overflow = o_.drop_long ? io::overflow_policy::drop : io::overflow_policy::truncate;
     loader_ = std::make_unique<io::data_loader>(files_, tok_, d);
   }
 
