@@ -162,6 +162,7 @@ binding grad_binding(int gr) {
     for (int u = 0; u < t.count && b.ext.empty(); ++u)
       if (C::backward.grad_of[u] == gr && t.nodes[u].output) b.ext = std::string(t.nodes[u].name.view());
     if (b.ext.empty()) fail("external gradient '" + b.name + "' belongs to no graph input or output");
+    b.ext = "d(" + b.ext + ")";
   }
   b.offset = s.offset;
   b.width = s.width;

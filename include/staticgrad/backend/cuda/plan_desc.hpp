@@ -17,6 +17,9 @@
 //   * buffer arguments are bf16 [T, width] planes, except `stat` bindings
 //     (rmsnorm's 1/rms), which are f32 [T, 1];
 //   * parameter vectors are bf16 [width] (frozen norm weights and biases).
+// The full schedules (kernel_entry, bottom of this file) describe the GEMM and
+// attention kernels the same way: buffer_refs (arena, offset, width) and
+// parameter names, no graph types.
 // This header is plain C++ (no CUDA): the host-side reference and tables of
 // the tests and benchmarks use it as well as the kernels.
 #include <cstdint>
@@ -145,8 +148,8 @@ struct kernel_info {
 // Where a buffer lives. Arena buffers: the plan's offset in elements per token
 // (saved_rank: in units of r); the executor decides the token stride (>= T).
 // external: a caller's buffer, named by `ext` (values: the graph input or
-// output name, e.g. "x", "y"; gradients: the input whose gradient it is, e.g.
-// "x" for the residual gradient d(x) = d(y) updated in place).
+// output name, e.g. "x", "y"; gradients: "d(<input>)", e.g. "d(x)" for the
+// residual gradient d(x) = d(y), which backward updates in place).
 // none: not in memory (an unsaved auxiliary output: the executor uses a temporary).
 enum class arena_code : int { workspace, saved_act, saved_stat, saved_rank, external, none };
 
