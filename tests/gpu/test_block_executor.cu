@@ -178,6 +178,7 @@ bool run_shape(const char* shape) {
   poison(saved.stat.get(), saved.stat.size());
   poison(saved.rank.get(), saved.rank.size());
   poison(dy_out.get(), dy_out.size());
+  poison(ex.workspace(), ex.workspace_elems());
   ex.set_input(dx_in.get());
   ex.set_output(dy_out.get());
   ex.set_residual_grad(dres.get());

@@ -187,6 +187,9 @@ class block_executor {
   std::int64_t tokens() const { return T_; }
   std::int64_t token_stride() const { return Tp_; }
   cudaStream_t stream() const { return stream_; }
+  // The executor's bf16 workspace (tests poison it: the plan writes every slot before reading it).
+  bf16* workspace() const { return workspace_.get(); }
+  std::size_t workspace_elems() const { return workspace_.size(); }
   std::size_t saved_act_elems() const { return static_cast<std::size_t>(Tp_) * Plan::saved_act_width; }
   std::size_t saved_stat_elems() const { return static_cast<std::size_t>(Tp_) * Plan::saved_stat_width; }
   std::size_t saved_rank_elems() const { return static_cast<std::size_t>(Tp_) * r_ * Plan::saved_rank_width; }
@@ -357,7 +360,7 @@ class block_executor {
         if (e.adapter[0]) require(lora_.count(e.adapter), std::string("block_executor: LoRA adapter '") + e.adapter + "' not set");
         for (int p = 0; p < e.n_params; ++p) need_frozen(e.params[p].name);
         for (int j = 0; j < e.n_refs; ++j)
-          if (sched == +Plan::forward || e.refs[j].arena != arena_code::external || e.refs[j].ext[0] != 'd') need_ext(e.refs[j]);
+          if (sched == +Plan::forward || !is_grad_ext(e.refs[j])) need_ext(e.refs[j]);  // d(x): checked by backward()
         if (sched == +Plan::forward) {
           for (const auto& b : e.in) need_ext(b);
           need_ext(e.out);
@@ -365,6 +368,8 @@ class block_executor {
       }
     }
   }
+
+  static bool is_grad_ext(const buffer_ref& b) { return b.ext[0] == 'd' && b.ext[1] == '('; }
 
   // ---- kernels ---------------------------------------------------------------------
   void run_entry(const kernel_entry& e, const layer_saved& s) {
