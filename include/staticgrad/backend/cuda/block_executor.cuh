@@ -127,8 +127,6 @@ inline void add_bf16(bf16* dst, const bf16* src, std::int64_t n, cudaStream_t st
   SG_CUDA_CHECK(cudaGetLastError());
 }
 
-inline bool same(const char* a, const char* b) { return std::string(a) == b; }
-
 }  // namespace block_detail
 
 template <class Plan>
@@ -146,7 +144,27 @@ class block_executor {
             "supports it)");
     Tp_ = (T + token_align - 1) / token_align * token_align;
     SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
-    SG_CUBLAS_CHECK(cublasLtCreate(&lt_));
+    try {
+      SG_CUBLAS_CHECK(cublasLtCreate(&lt_));
+      allocate_and_prepare();
+    } catch (...) {
+      release();  // the destructor does not run for a constructor that throws
+      throw;
+    }
+  }
+  ~block_executor() { release(); }
+  block_executor(const block_executor&) = delete;
+  block_executor& operator=(const block_executor&) = delete;
+
+ private:
+  void release() {
+    if (exec_) cudaGraphExecDestroy(exec_);
+    if (lt_) cublasLtDestroy(lt_);
+    if (stream_) cudaStreamDestroy(stream_);
+    exec_ = nullptr, lt_ = nullptr, stream_ = nullptr;
+  }
+  void allocate_and_prepare() {
+    const int r = r_;
     workspace_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * Plan::workspace_width);
     lt_ws_ = device_array<char>(kLoraWorkspaceBytes);
     dz_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * r);
@@ -175,14 +193,8 @@ class block_executor {
     if (attn_tmp_width) attn_tmp_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * attn_tmp_width);
     if (heads) attn_ws_ = device_array<float>(attention_backward_workspace_bytes(Tp_, heads) / sizeof(float));
   }
-  ~block_executor() {
-    if (exec_) cudaGraphExecDestroy(exec_);
-    if (lt_) cublasLtDestroy(lt_);
-    if (stream_) cudaStreamDestroy(stream_);
-  }
-  block_executor(const block_executor&) = delete;
-  block_executor& operator=(const block_executor&) = delete;
 
+ public:
   // ---- sizes -------------------------------------------------------------------
   std::int64_t tokens() const { return T_; }
   std::int64_t token_stride() const { return Tp_; }
