@@ -119,6 +119,7 @@ struct setup {
     ex->refresh_lora();
     SG_CUDA_CHECK(cudaEventCreate(&start));
     SG_CUDA_CHECK(cudaEventCreate(&stop));
+    SG_CUDA_CHECK(cudaDeviceSynchronize());  // the fills ran on the default stream
     // Warm-up (sets kernel attributes), then the graph of forward + backward.
     reset_grad();
     ex->forward(saved.view());

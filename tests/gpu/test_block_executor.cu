@@ -186,6 +186,8 @@ bool run_shape(const char* shape) {
   ex.set_residual_grad(dres.get());
   ex.set_layout(dpos.get(), dseq.get(), nseq);
   SG_CUDA_CHECK(cudaMemcpy(dres.get(), dres0.get(), dres.size() * sizeof(bf16), cudaMemcpyDeviceToDevice));
+  // Device-to-device copies and memsets may return early: finish them before the executor's stream reads.
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
   ex.refresh_lora();
   ex.forward(saved.view());
   ex.backward(saved.view());
@@ -230,6 +232,7 @@ bool run_shape(const char* shape) {
   for (std::size_t i = 0; i < ps.size(); ++i)
     if (ps[i].lora) poison(gA[i].get(), gA[i].size()), poison(gB[i].get(), gB[i].size());
   SG_CUDA_CHECK(cudaMemcpy(dres.get(), dres0.get(), dres.size() * sizeof(bf16), cudaMemcpyDeviceToDevice));
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
   ex.replay();
   ex.synchronize();
   c.row("graph replay: y", rel_err(from_bf16(download(dy_out.get(), dy_out.size())), gy), 1e-4);

@@ -135,7 +135,8 @@ class block_executor {
   static constexpr std::int64_t token_align = 128;  // Tp = round_up(T, 128): 256-byte aligned arena slices
 
   // T tokens, LoRA rank r, runtime scalars. Prepares every product and
-  // allocates the workspace; the stream is the executor's own (non-blocking).
+  // allocates the workspace; the stream is the executor's own (blocking:
+  // ordered with the legacy default stream).
   block_executor(std::int64_t T, int r, const runtime_config& cfg) : T_(T), r_(r), cfg_(cfg) {
     require(T > 0 && T < (std::int64_t{1} << 31), "block_executor: T must be in [1, 2^31)");
     require(r > 0, "block_executor: the LoRA rank must be positive");
@@ -143,7 +144,10 @@ class block_executor {
             "block_executor: LoRA dropout p > 0 is not implemented on CUDA yet (set lora_dropout = 0; the CPU executor "
             "supports it)");
     Tp_ = (T + token_align - 1) / token_align * token_align;
-    SG_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+    // A blocking stream: it orders with the legacy default stream, so a caller's
+    // cudaMemcpy/cudaMemset (which may return before the copy is done) is
+    // finished before the executor's next kernel reads the buffer.
+    SG_CUDA_CHECK(cudaStreamCreate(&stream_));
     try {
       SG_CUBLAS_CHECK(cublasLtCreate(&lt_));
       allocate_and_prepare();
