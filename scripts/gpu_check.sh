@@ -4,7 +4,7 @@
 # `cmake --preset default` where nvcc is found, then built).
 #   scripts/gpu_check.sh            # logs into $OUT if set, else into ./gpu_check_logs
 # Prints the GPUs, runs the GPU-labelled tests, then every CUDA benchmark
-# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_lora_gemm, bench_attention).
+# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_lora_gemm, bench_attention, bench_block_executor).
 set -u
 BUILD=${BUILD:-build}
 LOGS=${OUT:-gpu_check_logs}
@@ -34,8 +34,15 @@ if [ -x "$BUILD/tests/gpu_test_attention" ]; then
   cat "$LOGS/test_attention.txt"
 fi
 
+# The full output of the block executor test (the whole block vs the CPU executor: its table of errors).
+if [ -x "$BUILD/tests/gpu_test_block_executor" ]; then
+  "$BUILD/tests/gpu_test_block_executor" > "$LOGS/test_block_executor.txt" 2>&1
+  cat "$LOGS/test_block_executor.txt"
+fi
+
 # Google Benchmark 1.7.1 takes --benchmark_min_time as seconds without a unit.
-for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm "$BUILD"/bench/bench_attention; do
+for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm "$BUILD"/bench/bench_attention \
+         "$BUILD"/bench/bench_block_executor; do
   [ -x "$b" ] || continue
   name=$(basename "$b")
   echo "== $name"

@@ -10,6 +10,11 @@
 // and enums (backend/cuda/plan_desc.hpp), plus the tables that say which
 // runtime buffer each buffer argument index means.
 //
+// It also writes, per plan, `struct schedule`: BOTH full schedules in order
+// (row groups, LoRA projections, attention; backward GEMM kernels as one entry
+// per member step) as plain kernel_entry values (plan_desc.hpp), the arena
+// widths, and the row-group dispatch; backend/cuda/block_executor.cuh runs it.
+//
 // Invariants of the output:
 //   * kernels are named by their schedule index, f<k> / b<k>, as explain prints;
 //   * buffer arguments are numbered by first use in the kernel; values sharing
@@ -21,6 +26,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -63,7 +69,7 @@ std::string operand(int o) {
 }
 
 struct binding {
-  std::string key, name, kind, arena;
+  std::string key, name, kind, arena, ext;
   int offset = 0, width = 0;
   bool read = false, written = false;
 };
@@ -115,6 +121,14 @@ binding value_binding(int v) {
   b.offset = s.offset;
   b.width = t.nodes[v].width;
   if (s.where == g::arena::scratch) fail("value '" + b.name + "' is read from memory but has no slot");
+  if (s.where == g::arena::external) {
+    // The caller's buffer of the chain: its first graph input or output (as cpu::program::external_ptr).
+    for (int u = 0; u < t.count && b.ext.empty(); ++u) {
+      const int ou = C::buffers.value[u].owner >= 0 ? C::buffers.value[u].owner : u;
+      if (ou == owner && (t.nodes[u].kind == g::op_kind::input || t.nodes[u].output)) b.ext = std::string(t.nodes[u].name.view());
+    }
+    if (b.ext.empty()) fail("external value '" + b.name + "' has no graph input or output in its chain");
+  }
   return b;
 }
 
@@ -126,6 +140,7 @@ binding aux_binding(int v) {
   b.name = std::string(C::table.nodes[v].name.view()) + ".aux";
   b.kind = "stat";
   b.arena = arena_text(s.where);
+  if (s.where == g::arena::external) fail("an auxiliary output lives in an external buffer");
   b.offset = s.offset;
   b.width = C::table.nodes[v].aux_width;
   return b;
@@ -139,10 +154,35 @@ binding grad_binding(int gr) {
   b.name = g::detail::grad_name(C::table, C::backward, gr);
   b.kind = "grad";
   b.arena = arena_text(s.where);
+  if (s.where == g::arena::external) {
+    // Named after the graph input whose gradient it is (the residual d(x) = d(y)), else the output.
+    const auto& t = C::table;
+    for (int u = 0; u < t.count && b.ext.empty(); ++u)
+      if (C::backward.grad_of[u] == gr && t.nodes[u].kind == g::op_kind::input) b.ext = std::string(t.nodes[u].name.view());
+    for (int u = 0; u < t.count && b.ext.empty(); ++u)
+      if (C::backward.grad_of[u] == gr && t.nodes[u].output) b.ext = std::string(t.nodes[u].name.view());
+    if (b.ext.empty()) fail("external gradient '" + b.name + "' belongs to no graph input or output");
+    b.ext = "d(" + b.ext + ")";
+  }
   b.offset = s.offset;
   b.width = s.width;
   return b;
 }
+
+// A buffer_ref initializer (plan_desc.hpp) for binding b (arena names as graph::arena_name prints them).
+std::string ref_text(const binding& b) {
+  std::string c;
+  if (b.arena == "workspace") c = "workspace";
+  else if (b.arena == "saved") c = "saved_act";
+  else if (b.arena == "saved/f32") c = "saved_stat";
+  else if (b.arena == "saved/rank") c = "saved_rank";
+  else if (b.arena == "external") c = "external";
+  else if (b.arena == "scratch") c = "none";
+  else fail("unknown arena '" + b.arena + "'");
+  return fmt::format("buffer_ref{{arena_code::{}, {}, {}, \"{}\", \"{}\"}}", c, c == "none" ? 0 : b.offset, b.width, b.ext,
+                     b.name);
+}
+const std::string no_ref = "buffer_ref{}";
 
 std::string tables(const std::string& id, const std::string& ops, bool backward, const kernel_bindings& kb) {
   std::string o;
@@ -152,6 +192,9 @@ std::string tables(const std::string& id, const std::string& ops, bool backward,
     o += fmt::format("    {{\"{}\", binding_kind::{}, \"{}\", {}, {}, access::{}}},\n", b.name, b.kind, b.arena, b.offset,
                      b.width, mode);
   }
+  o += "};\n";
+  o += fmt::format("inline constexpr buffer_ref {}_refs[] = {{\n", id);
+  for (const auto& b : kb.buffers) o += "    " + ref_text(b) + ",\n";
   o += "};\n";
   if (!kb.params.empty()) {
     o += fmt::format("inline constexpr param_binding {}_params[] = {{\n", id);
@@ -179,6 +222,7 @@ std::string generate(const std::string& name, const std::string& title) {
   o += "#include \"staticgrad/backend/cuda/plan_desc.hpp\"\n\n";
   o += fmt::format("namespace staticgrad::cuda::plans::{} {{\n\n", name);
   std::vector<std::string> fwd_ids, bwd_ids;
+  std::map<std::string, std::pair<std::size_t, std::size_t>> counts;  // row group id -> (buffers, params)
 
   for (int k = 0; k < f.n_fwd; ++k) {
     const auto& kd = f.fwd[k];
@@ -223,6 +267,7 @@ std::string generate(const std::string& name, const std::string& title) {
     o += fmt::format("using {} = row_group<{}, {},\n{}", id, width_max, n_scratch, steps);
     o += tables(id, ops, false, kb);
     fwd_ids.push_back(id);
+    counts[id] = {kb.buffers.size(), kb.params.size()};
   }
 
   for (int k = 0; k < f.n_bwd; ++k) {
@@ -264,8 +309,124 @@ std::string generate(const std::string& name, const std::string& title) {
     o += fmt::format("using {} = row_group_bwd<{},\n{}", id, width_max, steps);
     o += tables(id, ops, true, kb);
     bwd_ids.push_back(id);
+    counts[id] = {kb.buffers.size(), kb.params.size()};
   }
 
+  // ---- the full schedules: every kernel as a plain kernel_entry ----------------
+  auto val_ref = [&](int v) { return ref_text(value_binding<C>(v)); };
+  auto aux_ref = [&](int v) {
+    return C::buffers.aux[v].where == g::arena::scratch ? no_ref : ref_text(aux_binding<C>(v));
+  };
+  auto grad_ref = [&](int gr) { return gr >= 0 ? ref_text(grad_binding<C>(gr)) : no_ref; };
+  auto param_of = [&](int v, int k) { return std::string(t.nodes[t.nodes[v].in[k]].param.view()); };
+  auto row_entry = [&](const std::string& kind, const std::string& id, int group) {
+    const auto [nb, np] = counts.at(id);
+    return fmt::format("    {{.kind = entry_kind::{}, .id = \"{}\", .group = {}, .refs = {}_refs, .n_refs = {}, .params = {}, "
+                       ".n_params = {}}},\n",
+                       kind, id, group, id, nb, np ? id + "_params" : std::string("nullptr"), np);
+  };
+  std::string fwd_entries, bwd_entries;
+  int group = 0, n_fwd_entries = 0, n_bwd_entries = 0;
+  for (int k = 0; k < f.n_fwd; ++k) {
+    const auto& kd = f.fwd[k];
+    const std::string id = fmt::format("f{}", k);
+    ++n_fwd_entries;
+    switch (kd.kind) {
+      case g::kernel_kind::row_group: fwd_entries += row_entry("row_group", id, group++); break;
+      case g::kernel_kind::lora_linear:
+      case g::kernel_kind::linear:
+      case g::kernel_kind::lora: {
+        const bool both = kd.kind == g::kernel_kind::lora_linear;
+        const int lin = kd.kind == g::kernel_kind::lora ? -1 : kd.members[0];
+        const int lo = both ? kd.members[1] : kd.kind == g::kernel_kind::lora ? kd.members[0] : -1;
+        const int out = both ? kd.members[2] : kd.members[0];
+        const int xnode = lin >= 0 ? lin : lo;
+        fwd_entries += fmt::format(
+            "    {{.kind = entry_kind::lora_linear, .id = \"{}\", .in = {{{}, {}, {}}}, .out = {}, .aux = {}, .weight = \"{}\", "
+            ".adapter = \"{}\", .dim_in = {}, .dim_out = {}}},\n",
+            id, val_ref(t.nodes[xnode].in[0]), no_ref, no_ref, val_ref(out), lo >= 0 ? aux_ref(lo) : no_ref,
+            lin >= 0 ? param_of(lin, 1) : "", lo >= 0 ? param_of(lo, 1) : "", t.nodes[t.nodes[xnode].in[0]].width,
+            t.nodes[out].width);
+        break;
+      }
+      case g::kernel_kind::attention: {
+        const int v = kd.members[0];
+        const auto& n = t.nodes[v];
+        fwd_entries += fmt::format(
+            "    {{.kind = entry_kind::attention, .id = \"{}\", .in = {{{}, {}, {}}}, .out = {}, .aux = {}, .heads = {}, "
+            ".kv_heads = {}, .head_dim = {}}},\n",
+            id, val_ref(n.in[0]), val_ref(n.in[1]), val_ref(n.in[2]), val_ref(v), aux_ref(v), n.attr[0], n.attr[1], n.attr[2]);
+        break;
+      }
+      default: fail("forward kernel " + id + " has a kind the CUDA schedule does not run (embedding, lm_head_ce)");
+    }
+  }
+  for (int k = 0; k < f.n_bwd; ++k) {
+    const auto& kd = f.bwd[k];
+    const std::string id = fmt::format("b{}", k);
+    switch (kd.kind) {
+      case g::kernel_kind::row_group_bwd:
+        fwd_entries += "";
+        bwd_entries += row_entry("row_group_bwd", id, group++);
+        ++n_bwd_entries;
+        break;
+      case g::kernel_kind::lora_linear_bwd:
+      case g::kernel_kind::linear_bwd:
+      case g::kernel_kind::lora_bwd:
+        // One entry per member step, in the plan's order.
+        for (int m = 0; m < kd.n; ++m) {
+          const auto& st = b.steps[kd.members[m]];
+          const int v = st.fwd;
+          const auto& n = t.nodes[v];
+          const bool lin = n.kind == g::op_kind::linear;
+          if (!lin && n.kind != g::op_kind::lora) fail("a GEMM backward kernel holds a step that is neither linear nor lora");
+          bwd_entries += fmt::format(
+              "    {{.kind = entry_kind::{}, .id = \"{}\", .in = {{{}, {}, {}}}, .aux = {}, .dy = {}, .dx = {{{}, {}, {}}}, "
+              ".acc = {{{}, false, false}}, .weight = \"{}\", .adapter = \"{}\", .dim_in = {}, .dim_out = {}}},\n",
+              lin ? "linear_bwd" : "lora_bwd", id, lin ? no_ref : val_ref(n.in[0]), no_ref, no_ref,
+              lin ? no_ref : aux_ref(v), grad_ref(st.dy), grad_ref(st.dx[0]), no_ref, no_ref, st.acc[0] ? "true" : "false",
+              lin ? param_of(v, 1) : "", lin ? "" : param_of(v, 1), t.nodes[n.in[0]].width, n.width);
+          ++n_bwd_entries;
+        }
+        break;
+      case g::kernel_kind::attention_bwd: {
+        const auto& st = b.steps[kd.members[0]];
+        const int v = st.fwd;
+        const auto& n = t.nodes[v];
+        bwd_entries += fmt::format(
+            "    {{.kind = entry_kind::attention_bwd, .id = \"{}\", .in = {{{}, {}, {}}}, .out = {}, .aux = {}, .dy = {}, "
+            ".dx = {{{}, {}, {}}}, .acc = {{{}, {}, {}}}, .heads = {}, .kv_heads = {}, .head_dim = {}}},\n",
+            id, val_ref(n.in[0]), val_ref(n.in[1]), val_ref(n.in[2]), val_ref(v), aux_ref(v), grad_ref(st.dy),
+            grad_ref(st.dx[0]), grad_ref(st.dx[1]), grad_ref(st.dx[2]), st.acc[0], st.acc[1], st.acc[2], n.attr[0],
+            n.attr[1], n.attr[2]);
+        ++n_bwd_entries;
+        break;
+      }
+      default: fail("backward kernel " + id + " has a kind the CUDA schedule does not run (lm_head_ce_bwd)");
+    }
+  }
+  int input_width = 0;
+  for (int v = 0; v < t.count; ++v)
+    if (t.nodes[v].kind == g::op_kind::input) input_width = t.nodes[v].width;
+  o += "// The whole plan: both schedules in order, the arena widths (elements per token;\n";
+  o += "// saved_rank in units of r) and the row-group dispatch (group index -> type).\n";
+  o += "struct schedule {\n";
+  o += fmt::format("  static constexpr const char* name = \"{}\";\n", name);
+  o += fmt::format("  static constexpr int input_width = {};\n", input_width);
+  o += fmt::format("  static constexpr int workspace_width = {}, saved_act_width = {}, saved_stat_width = {}, saved_rank_width = {};\n",
+                   C::buffers.workspace_width, C::buffers.saved_act_width, C::buffers.saved_stat_width,
+                   C::buffers.saved_rank_width);
+  o += fmt::format("  static constexpr int n_forward = {}, n_backward = {};\n", n_fwd_entries, n_bwd_entries);
+  o += "  static constexpr kernel_entry forward[] = {\n" + fwd_entries + "  };\n";
+  o += "  static constexpr kernel_entry backward[] = {\n" + bwd_entries + "  };\n";
+  o += "  // f(static_cast<Group*>(nullptr)) for row group `g` (kernel_entry::group).\n";
+  o += "  template <class F>\n  static void row_group(int g, F&& f) {\n    switch (g) {\n";
+  {
+    int gi = 0;
+    for (const auto& id : fwd_ids) o += fmt::format("      case {}: f(static_cast<{}*>(nullptr)); return;\n", gi++, id);
+    for (const auto& id : bwd_ids) o += fmt::format("      case {}: f(static_cast<{}*>(nullptr)); return;\n", gi++, id);
+  }
+  o += "      default: return;\n    }\n  }\n};\n\n";
   auto list = [](const std::vector<std::string>& ids, const char* suffix) {
     std::string s;
     for (std::size_t i = 0; i < ids.size(); ++i) s += (i ? ", &" : "&") + ids[i] + suffix;

@@ -17,6 +17,9 @@
 //   * buffer arguments are bf16 [T, width] planes, except `stat` bindings
 //     (rmsnorm's 1/rms), which are f32 [T, 1];
 //   * parameter vectors are bf16 [width] (frozen norm weights and biases).
+// The full schedules (kernel_entry, bottom of this file) describe the GEMM and
+// attention kernels the same way: buffer_refs (arena, offset, width) and
+// parameter names, no graph types.
 // This header is plain C++ (no CUDA): the host-side reference and tables of
 // the tests and benchmarks use it as well as the kernels.
 #include <cstdint>
@@ -139,6 +142,69 @@ struct kernel_info {
   int n_buffers;
   const param_binding* params;
   int n_params;
+};
+
+// ---- the full schedules (plan_codegen's `schedule` tables) -------------------
+// Where a buffer lives. Arena buffers: the plan's offset in elements per token
+// (saved_rank: in units of r); the executor decides the token stride (>= T).
+// external: a caller's buffer, named by `ext` (values: the graph input or
+// output name, e.g. "x", "y"; gradients: "d(<input>)", e.g. "d(x)" for the
+// residual gradient d(x) = d(y), which backward updates in place).
+// none: not in memory (an unsaved auxiliary output: the executor uses a temporary).
+enum class arena_code : int { workspace, saved_act, saved_stat, saved_rank, external, none };
+
+struct buffer_ref {
+  arena_code arena = arena_code::none;
+  int offset = 0;        // elements per token (saved_rank: units of r)
+  int width = 0;         // elements per token (saved_rank: units of r)
+  const char* ext = "";  // external: the caller's name for the buffer
+  const char* name = ""; // the value or gradient, as explain prints it
+};
+
+enum class entry_kind : int {
+  row_group,        // forward row group: refs[]/params[] are its buffer/parameter arguments (tables above)
+  lora_linear,      // Y = X W^T (weight != "") + s (X A^T) B^T (adapter != ""), Z = X A^T saved in `aux`
+  attention,        // out = attention(q, k, v), lse in `aux`
+  row_group_bwd,    // backward row group
+  linear_bwd,       // one backward step of a projection: dX (+)= dY W
+  lora_bwd,         // one backward step: dB += s dY^T Z; dZ = s dY B; dA += dZ^T X; dX (+)= dZ A
+  attention_bwd     // dq, dk, dv (written, or added to where acc)
+};
+
+constexpr const char* entry_kind_name(entry_kind k) {
+  switch (k) {
+    case entry_kind::row_group: return "row_group";
+    case entry_kind::lora_linear: return "lora_linear";
+    case entry_kind::attention: return "attention";
+    case entry_kind::row_group_bwd: return "row_group_bwd";
+    case entry_kind::linear_bwd: return "linear_bwd";
+    case entry_kind::lora_bwd: return "lora_bwd";
+    case entry_kind::attention_bwd: return "attention_bwd";
+  }
+  return "?";
+}
+
+// One entry of the forward or backward schedule, in order. A fused GEMM
+// backward kernel (lora_linear_bwd) is one entry per member step, in the
+// plan's order (the LoRA step first: it writes or adds to dX, the linear step adds).
+struct kernel_entry {
+  entry_kind kind = entry_kind::row_group;
+  const char* id = "";                  // "f3", "b5": the schedule entry of explain()
+  int group = -1;                       // row groups: index into the plan's row-group dispatch
+  const buffer_ref* refs = nullptr;     // row groups: buffer argument j (same order as <id>_buffers)
+  int n_refs = 0;
+  const param_binding* params = nullptr;  // row groups: parameter vector p
+  int n_params = 0;
+  buffer_ref in[3] = {};                // lora_linear / *_bwd: in[0] = X; attention: q, k, v
+  buffer_ref out = {};                  // Y / attention output (backward: the saved forward output)
+  buffer_ref aux = {};                  // Z [T, r] (bf16) / lse [T, heads] (f32)
+  buffer_ref dy = {};                   // backward: the output gradient read
+  buffer_ref dx[3] = {};                // backward: input gradients (arena none: not wanted)
+  bool acc[3] = {};                     // backward: add to dx[k] instead of overwriting
+  const char* weight = "";              // frozen matrix [dim_out, dim_in] ("" if none)
+  const char* adapter = "";             // LoRA adapter name: A [r, dim_in], B [dim_out, r] ("" if none)
+  int dim_in = 0, dim_out = 0;
+  int heads = 0, kv_heads = 0, head_dim = 0;
 };
 
 }  // namespace staticgrad::cuda
