@@ -185,12 +185,13 @@ bool run() {
     c.row("dA " + n, rel_err(ggrad.data() + s.a_off, cdA[k].data(), cdA[k].size()), 3e-2);
     c.row("dB " + n, rel_err(ggrad.data() + s.b_off, cdB[k].data(), cdB[k].size()), 3e-2);
   }
+  // Worst over all adapters; a NaN anywhere makes the worst NaN (std::max would drop it).
+  auto worse = [](double w, double e) { return std::isnan(w) || std::isnan(e) ? NAN : std::max(w, e); };
   double wa = 0, wb = 0;
   for (int k = 0; k < L * 7; ++k) {
     const auto& s = *slot[k];
-    wa = std::max(wa, rel_err(gparams.data() + s.a_off, cA[k].data(), cA[k].size()));
-    wb = std::max(wb, rel_err(gparams.data() + s.b_off, cB[k].data(), cB[k].size()));
-    if (std::isnan(rel_err(gparams.data() + s.a_off, cA[k].data(), cA[k].size()))) wa = NAN;
+    wa = worse(wa, rel_err(gparams.data() + s.a_off, cA[k].data(), cA[k].size()));
+    wb = worse(wb, rel_err(gparams.data() + s.b_off, cB[k].data(), cB[k].size()));
   }
   c.row("AdamW: A after the step (worst)", wa, 1e-2);
   c.row("AdamW: B after the step (worst)", wb, 1e-2);

@@ -235,8 +235,10 @@ class model_step {
       adam_t_ = 0;
     }
   }
-  // Bytes of device memory this object allocated (the executor's internal
-  // buffers included; cuBLASLt's and the CUDA context's own memory not).
+  // Bytes of device memory this object allocated: its own arrays, the saved
+  // arenas, the executor's workspace, dZ buffer and cuBLASLt workspace (the
+  // executor's small temporaries — attention workspace, lse, Z scratch — and
+  // cuBLASLt's and the CUDA context's own memory are not counted).
   std::size_t allocated_bytes() const {
     return bytes_ + saved_bytes_ + ex_->workspace_elems() * sizeof(bf16) + kLoraWorkspaceBytes +
            static_cast<std::size_t>(ex_->token_stride()) * o_.rank * sizeof(bf16);
