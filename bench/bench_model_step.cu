@@ -7,7 +7,8 @@
 // vocabulary 151936.
 //
 // Timing: CUDA events on the model's stream around whole steps (host launch
-// gaps included: this is the end-to-end rate), after 2 warm-up steps; the
+// gaps included: this is the end-to-end rate), after 2 warm-up steps, then one
+// more step with events at the phase boundaries for a breakdown; the
 // batch is uploaded once (the same batch every step; set_batch costs ~0.1 ms).
 // Memory: "allocated by staticgrad" is the model's own tally of its device
 // allocations (weights, LoRA state, activations, saved arenas, LM-head
@@ -113,6 +114,11 @@ result run(const char* label, int layers, int steps, std::int64_t chunk) {
     SG_CUDA_CHECK(cudaEventElapsedTime(&ms, start, stop));
     cudaEventDestroy(start), cudaEventDestroy(stop);
     res.step_ms = ms / steps;
+    // One more step with per-phase events (outside the timed loop).
+    m.set_profiling(true);
+    m.step(h, h.lr);
+    const auto ph = m.phase_ms();
+    m.set_profiling(false);
     res.tok_s = kT / (res.step_ms * 1e-3);
     std::size_t free1 = 0;
     SG_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
@@ -120,9 +126,11 @@ result run(const char* label, int layers, int steps, std::int64_t chunk) {
     res.used_gib = static_cast<double>(total - free1) / kGiB;
     std::printf("%-13s %2d layers, T = %d (%d x %d), r = %d, LM-head chunk %lld: %8.2f ms/step  %8.0f tok/s  "
                 "loss %.4f -> %.4f  grad norm %.3e\n"
+                "              phases: forward (embedding + blocks) %.2f ms, LM head + CE (+ norms) %.2f ms, "
+                "backward (blocks) %.2f ms, AdamW %.3f ms\n"
                 "              allocated by staticgrad %.2f GiB, device used %.2f GiB (before the model: %.2f GiB)\n",
                 label, layers, kT, kSeqs, kSeqLen, kRank, static_cast<long long>(m.chunk_tokens()), res.step_ms,
-                res.tok_s, res.first_loss, res.last_loss, m.last_grad_norm(), res.alloc_gib, res.used_gib,
+                res.tok_s, res.first_loss, res.last_loss, m.last_grad_norm(), ph[0], ph[1], ph[2], ph[3], res.alloc_gib, res.used_gib,
                 static_cast<double>(total - free0) / kGiB);
     res.ok = std::isfinite(res.last_loss);
   }

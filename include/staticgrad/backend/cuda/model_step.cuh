@@ -47,6 +47,7 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -197,6 +198,8 @@ class model_step {
   }
   ~model_step() {
     if (host_) cudaFreeHost(host_);
+    for (auto e : ev_)
+      if (e) cudaEventDestroy(e);
   }
   model_step(const model_step&) = delete;
   model_step& operator=(const model_step&) = delete;
@@ -321,6 +324,24 @@ class model_step {
   }
   void synchronize() { SG_CUDA_CHECK(cudaStreamSynchronize(stream())); }
 
+  // Per-phase timing (CUDA events on the stream, off by default): after a
+  // step, phase_ms() gives {embedding + blocks forward, final norm + LM head +
+  // cross-entropy + norm backward, blocks backward, AdamW} of that step in ms
+  // (synchronises). Phases a step skipped read 0.
+  void set_profiling(bool on) {
+    if (on && !ev_[0])
+      for (auto& e : ev_) SG_CUDA_CHECK(cudaEventCreate(&e));
+    profiling_ = on;
+  }
+  std::vector<float> phase_ms() {
+    std::vector<float> ms(ev_.size() - 1, 0.0f);
+    if (!profiling_) return ms;
+    SG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    for (std::size_t i = 0; i + 1 < ev_.size(); ++i)
+      if (recorded_[i] && recorded_[i + 1]) SG_CUDA_CHECK(cudaEventElapsedTime(&ms[i], ev_[i], ev_[i + 1]));
+    return ms;
+  }
+
  private:
   template <class T>
   device_array<T> alloc(std::size_t n) {
@@ -331,6 +352,12 @@ class model_step {
   void launch_grid(K kernel, A... args) {
     kernel<<<1024, 256, 0, stream()>>>(args...);
     SG_CUDA_CHECK(cudaGetLastError());
+  }
+
+  void mark(int i) {
+    if (!profiling_) return;
+    SG_CUDA_CHECK(cudaEventRecord(ev_[static_cast<std::size_t>(i)], stream()));
+    recorded_[static_cast<std::size_t>(i)] = true;
   }
 
   void bind_layer(int l) {
@@ -352,6 +379,8 @@ class model_step {
     const int L = o_.layers;
     const std::int64_t V = o_.vocab;
     cudaStream_t st = stream();
+    recorded_.fill(false);
+    mark(0);
     // Embedding.
     launch_grid(model_detail::embedding_gather_kernel, static_cast<const std::int32_t*>(ids_.get()),
                 reinterpret_cast<const uint4*>(embed_.get()), reinterpret_cast<uint4*>(x_[0].get()), T_,
@@ -361,6 +390,7 @@ class model_step {
       bind_layer(l);
       ex_->forward(saved_[static_cast<std::size_t>(l)].view());
     }
+    mark(1);
     // Final norm.
     const bf16* xL = x_[static_cast<std::size_t>(L)].get();
     model_detail::final_rmsnorm_fwd_kernel<<<static_cast<unsigned>(T_), model_detail::kNormThreads, 0, st>>>(
@@ -390,10 +420,12 @@ class model_step {
         xL, norm_w_.get(), rstd_.get(), dhn_.get(), grad_.get(), H);
     SG_CUDA_CHECK(cudaGetLastError());
     // Blocks, backward (the residual gradient updated in place; dA, dB written).
+    mark(2);
     for (int l = L - 1; l >= 0; --l) {
       bind_layer(l);
       ex_->backward(saved_[static_cast<std::size_t>(l)].view());
     }
+    mark(3);
     grads_valid_ = true;
   }
 
@@ -417,6 +449,7 @@ class model_step {
     a.eps = static_cast<float>(h.eps);
     launch_grid(model_detail::adamw_kernel, p_.get(), static_cast<const float*>(g_.get()), m_.get(), v_.get(),
                 p16_.get(), n, static_cast<const float*>(coef_.get()), a);
+    mark(4);
   }
 
   model_loss finish_loss() {
@@ -450,7 +483,9 @@ class model_step {
   std::int64_t counted_ = 0;
   int nseq_ = 0;
   std::int64_t adam_t_ = 0;
-  bool batch_set_ = false, grads_valid_ = false;
+  bool batch_set_ = false, grads_valid_ = false, profiling_ = false;
+  std::array<cudaEvent_t, 5> ev_{};   // phase boundaries (set_profiling)
+  std::array<bool, 5> recorded_{};
 };
 
 }  // namespace staticgrad::cuda
