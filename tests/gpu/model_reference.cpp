@@ -92,6 +92,7 @@ int model_reference_run(const model_reference_args& a, model_reference_out& out)
         std::memcpy(out.newA[l * 7 + t], p.a.data(), p.a.size() * sizeof(float));
         std::memcpy(out.newB[l * 7 + t], p.b.data(), p.b.size() * sizeof(float));
       }
+    out.loss_sum_after = model->step(b, false).loss_sum;  // the model reads the updated adapter
     return 0;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "model_reference_run: %s\n", e.what());

@@ -39,6 +39,7 @@ struct model_reference_out {
   double loss_sum = 0;
   std::int64_t counted = 0;
   double grad_norm = 0;
+  double loss_sum_after = 0;  // the loss of the same batch with the updated adapter (forward only)
   // Written at index l * 7 + t: dA, dB (before the step) and A, B after one AdamW step.
   float* const* dA = nullptr;
   float* const* dB = nullptr;

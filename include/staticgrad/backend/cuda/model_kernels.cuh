@@ -244,17 +244,20 @@ struct adamw_step_args {
   float eps;
 };
 // g is scaled by *coef (clipping; 1 without); p16 = bf16(p) after the update.
+// Explicitly rounded operations (__fmul_rn, ...: never contracted into FMAs)
+// in train::adamw's order, so the update is bit for bit the CPU's f32 update
+// (IEEE division and square root: the build does not use --use_fast_math).
 __global__ inline void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                     float* __restrict__ v, bf16* __restrict__ p16, std::int64_t n,
                                     const float* __restrict__ coef, adamw_step_args a) {
   const float c = coef[0];
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    const float gi = g[i] * c;
-    float pi = p[i] * a.decay;
-    const float mi = a.b1 * m[i] + (1.f - a.b1) * gi;
-    const float vi = a.b2 * v[i] + (1.f - a.b2) * gi * gi;
-    pi -= a.step_size * mi / (sqrtf(vi) / a.bc2s + a.eps);
+    const float gi = __fmul_rn(g[i], c);
+    float pi = __fmul_rn(p[i], a.decay);
+    const float mi = __fadd_rn(__fmul_rn(a.b1, m[i]), __fmul_rn(1.f - a.b1, gi));
+    const float vi = __fadd_rn(__fmul_rn(a.b2, v[i]), __fmul_rn(__fmul_rn(1.f - a.b2, gi), gi));
+    pi = __fsub_rn(pi, __fdiv_rn(__fmul_rn(a.step_size, mi), __fadd_rn(__fdiv_rn(sqrtf(vi), a.bc2s), a.eps)));
     p[i] = pi, m[i] = mi, v[i] = vi;
     p16[i] = __float2bfloat16(pi);
   }

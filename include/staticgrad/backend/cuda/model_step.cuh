@@ -229,6 +229,7 @@ class model_step {
   std::size_t lora_elems() const { return n_lora_; }  // including padding
   float* lora_params() { return p_.get(); }
   float* lora_grads() { return g_.get(); }
+  const bf16* lora_params_bf16() const { return p16_.get(); }  // what the products read
   // After writing lora_params() from outside: refresh the bf16 copies (and zero the AdamW state).
   void sync_lora_bf16(bool reset_optimizer = true) {
     launch_grid(model_detail::f32_to_bf16_kernel, p_.get(), p16_.get(), static_cast<std::int64_t>(n_lora_));
