@@ -4,7 +4,7 @@
 # `cmake --preset default` where nvcc is found, then built).
 #   scripts/gpu_check.sh            # logs into $OUT if set, else into ./gpu_check_logs
 # Prints the GPUs, runs the GPU-labelled tests, then every CUDA benchmark
-# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_lora_gemm, bench_attention, bench_block_executor).
+# (build/bench/bench_*, those that are CUDA: bench_row_groups, bench_lora_gemm, bench_attention, bench_block_executor; bench_model_step has its own main).
 set -u
 BUILD=${BUILD:-build}
 LOGS=${OUT:-gpu_check_logs}
@@ -40,6 +40,12 @@ if [ -x "$BUILD/tests/gpu_test_block_executor" ]; then
   cat "$LOGS/test_block_executor.txt"
 fi
 
+# The full output of the whole-step test (the GPU model vs the CPU model: loss, gradients, AdamW).
+if [ -x "$BUILD/tests/gpu_test_model_step" ]; then
+  "$BUILD/tests/gpu_test_model_step" > "$LOGS/test_model_step.txt" 2>&1
+  cat "$LOGS/test_model_step.txt"
+fi
+
 # Google Benchmark 1.7.1 takes --benchmark_min_time as seconds without a unit.
 for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm "$BUILD"/bench/bench_attention \
          "$BUILD"/bench/bench_block_executor; do
@@ -50,5 +56,11 @@ for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm "$BUILD"
        --benchmark_out="$LOGS/$name.json" --benchmark_out_format=json 2>&1 | tee "$LOGS/$name.txt"
   [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 done
+# The end-to-end training step (its own main: a table of tok/s and memory, not Google Benchmark).
+if [ -x "$BUILD/bench/bench_model_step" ]; then
+  echo "== bench_model_step"
+  "$BUILD/bench/bench_model_step" 2>&1 | tee "$LOGS/bench_model_step.txt"
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+fi
 echo "== logs in $LOGS"
 exit $status

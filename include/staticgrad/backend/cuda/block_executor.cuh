@@ -228,6 +228,23 @@ class block_executor {
     l.d = lora_dims{T_, e->dim_in, e->dim_out, r_};
     l.A16 = device_array<bf16>(static_cast<std::size_t>(r_) * e->dim_in);
     l.B16 = device_array<bf16>(static_cast<std::size_t>(e->dim_out) * r_);
+    l.a16 = l.A16.get(), l.b16 = l.B16.get();
+  }
+  // The same with caller-owned bf16 copies A16 [r, in], B16 [out, r] (256-byte
+  // aligned): nothing is allocated, so a model can rebind one executor to each
+  // layer's adapters every pass; the caller keeps the copies current
+  // (refresh_lora() skips them). Used by model_step.cuh, whose AdamW kernel
+  // writes the bf16 copies as it updates the f32 masters.
+  void set_lora_external(const std::string& adapter, const float* A, const float* B, float* dA, float* dB,
+                         const bf16* A16, const bf16* B16) {
+    const kernel_entry* e = find_adapter(adapter);
+    require(e != nullptr, "block_executor: the plan has no LoRA adapter '" + adapter + "'");
+    require(A16 != nullptr && B16 != nullptr, "block_executor: set_lora_external needs the bf16 copies");
+    auto& l = lora_[adapter];
+    l.A = A, l.B = B, l.dA = dA, l.dB = dB;
+    l.d = lora_dims{T_, e->dim_in, e->dim_out, r_};
+    l.A16 = device_array<bf16>(), l.B16 = device_array<bf16>();
+    l.a16 = A16, l.b16 = B16;
   }
   void set_input(const bf16* x) { ext_["x"] = const_cast<bf16*>(x); }
   void set_output(bf16* y) { ext_["y"] = y; }
@@ -243,7 +260,8 @@ class block_executor {
 
   // bf16 copies of every adapter's A and B (once per optimizer step), on stream().
   void refresh_lora() {
-    for (auto& [name, l] : lora_) lora_refresh_bf16(l.A, l.A16.get(), l.B, l.B16.get(), l.d, stream_);
+    for (auto& [name, l] : lora_)
+      if (l.A16.get()) lora_refresh_bf16(l.A, l.A16.get(), l.B, l.B16.get(), l.d, stream_);
   }
 
   // ---- running -------------------------------------------------------------------
@@ -292,7 +310,9 @@ class block_executor {
     float* dA = nullptr;
     float* dB = nullptr;
     lora_dims d;
-    device_array<bf16> A16, B16;
+    device_array<bf16> A16, B16;          // owned copies (set_lora), empty with set_lora_external
+    const bf16* a16 = nullptr;            // the copies the products read (owned or external)
+    const bf16* b16 = nullptr;
   };
 
   static const kernel_entry* find_adapter(const std::string& name) {
@@ -420,8 +440,8 @@ class block_executor {
     if (!e.adapter[0]) return;
     const auto& l = lora_.at(e.adapter);
     bf16* Z = e.aux.arena == arena_code::none ? z_tmp_.get() : bptr(e.aux, s);
-    gemm(T_, r_, e.dim_in, false, true, CUDA_R_16BF, X, l.A16.get(), Z, 1.0f, 0.0f);
-    gemm(T_, e.dim_out, r_, false, true, CUDA_R_16BF, Z, l.B16.get(), Y, cfg_.lora_scaling, e.weight[0] ? 1.0f : 0.0f);
+    gemm(T_, r_, e.dim_in, false, true, CUDA_R_16BF, X, l.a16, Z, 1.0f, 0.0f);
+    gemm(T_, e.dim_out, r_, false, true, CUDA_R_16BF, Z, l.b16, Y, cfg_.lora_scaling, e.weight[0] ? 1.0f : 0.0f);
   }
 
   void run_attention(const kernel_entry& e, const layer_saved& s) {
@@ -445,10 +465,10 @@ class block_executor {
     require(e.aux.arena != arena_code::none, "block_executor: LoRA backward needs its saved Z");
     const bf16* Z = bptr(e.aux, s);
     if (l.dB) gemm(e.dim_out, r_, T_, true, false, CUDA_R_32F, dY, Z, l.dB, sc, g);
-    gemm(T_, r_, e.dim_out, false, false, CUDA_R_16BF, dY, l.B16.get(), dz_.get(), sc, 0.0f);
+    gemm(T_, r_, e.dim_out, false, false, CUDA_R_16BF, dY, l.b16, dz_.get(), sc, 0.0f);
     if (l.dA) gemm(r_, e.dim_in, T_, true, false, CUDA_R_32F, dz_.get(), bptr(e.in[0], s), l.dA, 1.0f, g);
     if (e.dx[0].arena != arena_code::none)
-      gemm(T_, e.dim_in, r_, false, false, CUDA_R_16BF, dz_.get(), l.A16.get(), bptr(e.dx[0], s), 1.0f,
+      gemm(T_, e.dim_in, r_, false, false, CUDA_R_16BF, dz_.get(), l.a16, bptr(e.dx[0], s), 1.0f,
            e.acc[0] ? 1.0f : 0.0f);
   }
 

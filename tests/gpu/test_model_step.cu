@@ -1,0 +1,258 @@
+// A whole training step on CUDA (model_step.cuh: embedding, blocks, chunked
+// LM head + cross-entropy, final-norm and block backward, AdamW) against the
+// CPU model (models::qwen2_model<qwen2_5_0_5b> + train::adamw_lora, run in the
+// host-only TU tests/gpu/model_reference.cpp).
+//
+// Exit codes: 0 pass, 1 fail, 77 no CUDA device (ctest: skipped).
+//
+// Setup: the 0.5B block shape, 2 layers, vocabulary 512, untied LM head;
+// random bf16-representable weights (matrices and biases std 0.02, norm
+// weights 1); LoRA r = 16 on all seven projections, alpha 32 (scaling 2),
+// A ~ N(0, 1/in), B ~ N(0, 0.02^2) (both non-zero, so every gradient path is
+// exercised); T = 300 tokens packed as sequences {100, 200}; labels = ids with
+// the first 5 tokens of each sequence and ~10% of the rest set to -100. The LM
+// head chunk is 128 tokens, so the test covers 3 chunks including a partial one.
+//
+// Tolerances (relative Frobenius error against the f32 CPU model):
+//   loss 1e-2: the loss is an average of 290 log-sum-exps over logits of
+//     O(0.1); the GPU's bf16 activations (x_l, hn) carry ~2^-9 relative
+//     rounding per kernel; the per-token errors average out, 1e-2 is a
+//     generous bound (expected ~1e-4..1e-3);
+//   dA, dB 3e-2: as test_block_executor (each gradient passes ~15 bf16
+//     roundings per block, sqrt(15) * 1.1e-3 ~ 4e-3 per block, two blocks plus
+//     the head: dlogits and dhn stored in bf16; worst case aligned 3e-2);
+//   A, B after one AdamW step (lr 1e-4, weight decay 0.01, clipping at 1.0;
+//     the CPU reference gives a gradient norm ~1.8, so clipping is active) vs
+//     the CPU step on the CPU gradients: 1e-2. At step 1 AdamW moves each
+//     element by ~lr * sign(g) whatever |g| is, so an element whose gradient is
+//     within the bf16 noise of zero may move the other way on the GPU: 2 lr =
+//     2e-4 apart, 1e-2 of |B| (std 0.02) even if EVERY element flipped; a
+//     realistic ~1% of flips gives ~1e-3. (With lr 1e-3 the same bound would
+//     be 1e-1: that is why the step is small.)
+//   the update itself, p_new - p_old, GPU vs CPU: 0.5. Only those sign flips
+//     differ: a fraction f of flips gives ~2 sqrt(f) (0.2 at f = 1%); a missing,
+//     wrong-signed or mis-scaled update gives >= 1;
+//   the AdamW kernel alone: the CPU optimizer (train::adamw) applied to the
+//     GPU's own gradients must reproduce the GPU's update to 1e-5 relative
+//     (the kernel uses explicitly rounded f32 operations in the CPU's order:
+//     bit for bit the same but for the last bit of the clipping coefficient,
+//     whose norm is summed in another order);
+//   the bf16 copies the products read are exactly bf16(p) after the step, and
+//     the loss of a second pass with the updated adapter matches the CPU (1e-2).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "model_reference.hpp"
+#include "staticgrad/backend/cuda/model_step.cuh"
+#include "staticgrad/plans/qwen2_0_5b.cuh"
+
+namespace sc = staticgrad::cuda;
+namespace st = staticgrad::test;
+using bf16 = __nv_bfloat16;
+using plan = sc::plans::qwen2_0_5b::schedule;
+
+namespace {
+
+float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+
+void upload_bf16(bf16* d, const std::vector<float>& h) {
+  std::vector<bf16> b(h.size());
+  for (std::size_t i = 0; i < h.size(); ++i) b[i] = __float2bfloat16(h[i]);
+  SG_CUDA_CHECK(cudaMemcpy(d, b.data(), b.size() * sizeof(bf16), cudaMemcpyHostToDevice));
+}
+std::vector<float> download(const float* d, std::size_t n) {
+  std::vector<float> h(n);
+  SG_CUDA_CHECK(cudaMemcpy(h.data(), d, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+double rel_err(const float* a, const float* b, std::size_t n, const float* base = nullptr) {
+  double num = 0, den = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    const double o = base ? base[i] : 0.0;
+    const double x = a[i] - o, y = b[i] - o;
+    num += (x - y) * (x - y);
+    den += y * y;
+  }
+  return std::sqrt(num) / (den > 0 ? std::sqrt(den) : 1.0);
+}
+
+struct checker {
+  bool ok = true;
+  void row(const std::string& what, double err, double tol) {
+    const bool pass = err <= tol;  // NaN fails
+    ok = ok && pass;
+    std::printf("  %-40s %10.3e  (tol %.0e)  %s\n", what.c_str(), err, tol, pass ? "ok" : "FAIL");
+  }
+};
+
+bool run() {
+  constexpr int L = 2, V = 512, r = 16, H = plan::input_width;
+  const double alpha = 32, lr = 1e-4, wd = 0.01, max_norm = 1.0;
+  const std::vector<std::int32_t> lens = {100, 200};
+  const int T = 300;
+  sc::model_options o;
+  o.layers = L, o.vocab = V, o.tied = false, o.rank = r, o.lora_scaling = static_cast<float>(alpha / r);
+  o.eps = 1e-6f, o.rope_theta = 1e6f, o.ce_chunk = 128;
+  sc::model_step<plan> m(T, o);
+  std::printf("model_step: 0.5B block, %d layers, vocab %d, T = %d, chunk %lld, r = %d\n", L, V, T,
+              static_cast<long long>(m.chunk_tokens()), r);
+
+  std::mt19937 rng(4321);
+  std::normal_distribution<float> N01(0.0f, 1.0f);
+  // ---- frozen weights (bf16-rounded; the same values go to the CPU model) -----
+  std::vector<std::string> names;
+  std::vector<std::vector<float>> data;
+  std::vector<std::int64_t> rows, cols;
+  auto weight = [&](const std::string& name, std::int64_t rr, std::int64_t cc, bool norm, bf16* dev) {
+    std::vector<float> w(static_cast<std::size_t>(rr ? rr : 1) * static_cast<std::size_t>(cc));
+    for (auto& v : w) v = norm ? 1.0f : bf16_round(0.02f * N01(rng));
+    upload_bf16(dev, w);
+    names.push_back(name), data.push_back(std::move(w)), rows.push_back(rr), cols.push_back(cc);
+  };
+  weight("model.embed_tokens.weight", V, H, false, m.embedding());
+  weight("lm_head.weight", V, H, false, m.lm_head());
+  weight("model.norm.weight", 0, H, true, m.final_norm());
+  for (int l = 0; l < L; ++l)
+    for (const auto& w : m.layer_weights())
+      weight("model.layers." + std::to_string(l) + "." + w.name, w.rows, w.cols,
+             w.name.find("layernorm") != std::string::npos, m.layer_weight(l, w.name));
+  // ---- LoRA (flat array on the GPU; per (layer, target) on the CPU) -------------
+  std::vector<float> flat(m.lora_elems(), 0.0f);
+  std::vector<std::vector<float>> hA(L * 7), hB(L * 7), cdA(L * 7), cdB(L * 7), cA(L * 7), cB(L * 7);
+  std::vector<const sc::model_step<plan>::lora_slot*> slot(L * 7);
+  for (int l = 0; l < L; ++l)
+    for (int t = 0; t < 7; ++t) {
+      const auto& s = m.slot(l, st::model_reference_target(t));
+      const int k = l * 7 + t;
+      slot[k] = &s;
+      hA[k].resize(static_cast<std::size_t>(r * s.in)), hB[k].resize(static_cast<std::size_t>(s.out * r));
+      const float sa = 1.0f / std::sqrt(static_cast<float>(s.in));
+      for (auto& v : hA[k]) v = bf16_round(sa * N01(rng));
+      for (auto& v : hB[k]) v = bf16_round(0.02f * N01(rng));
+      std::copy(hA[k].begin(), hA[k].end(), flat.begin() + static_cast<std::ptrdiff_t>(s.a_off));
+      std::copy(hB[k].begin(), hB[k].end(), flat.begin() + static_cast<std::ptrdiff_t>(s.b_off));
+      for (auto* v : {&cdA[k], &cA[k]}) v->resize(hA[k].size());
+      for (auto* v : {&cdB[k], &cB[k]}) v->resize(hB[k].size());
+    }
+  SG_CUDA_CHECK(cudaMemcpy(m.lora_params(), flat.data(), flat.size() * sizeof(float), cudaMemcpyHostToDevice));
+  m.sync_lora_bf16();
+  // ---- batch --------------------------------------------------------------------------
+  std::vector<std::int32_t> ids(T), labels(T);
+  std::uniform_int_distribution<int> tok(0, V - 1);
+  std::uniform_real_distribution<float> U(0.0f, 1.0f);
+  for (int i = 0, s0 = 0; i < static_cast<int>(lens.size()); s0 += lens[static_cast<std::size_t>(i)], ++i)
+    for (int j = 0; j < lens[static_cast<std::size_t>(i)]; ++j) {
+      const int t = s0 + j;
+      ids[t] = tok(rng);
+      labels[t] = (j < 5 || U(rng) < 0.1f) ? -100 : ids[t];
+    }
+  m.set_batch(ids, labels, lens);
+
+  // ---- GPU: forward + backward, then one AdamW step --------------------------------------
+  const auto gl = m.forward_backward();
+  const auto ggrad = download(m.lora_grads(), m.lora_elems());
+  sc::adamw_hparams h;
+  h.lr = lr, h.weight_decay = wd, h.max_grad_norm = max_norm;
+  m.optimizer_step(h, lr);
+  const double gnorm = m.last_grad_norm();
+  const auto gparams = download(m.lora_params(), m.lora_elems());
+  std::vector<bf16> gp16(m.lora_elems());
+  SG_CUDA_CHECK(cudaMemcpy(gp16.data(), m.lora_params_bf16(), gp16.size() * sizeof(bf16), cudaMemcpyDeviceToHost));
+  // A second pass on the updated adapter (reads the bf16 copies the AdamW kernel wrote).
+  const auto gl2 = m.forward_backward();
+
+  // ---- CPU -------------------------------------------------------------------------------
+  std::vector<const char*> pn;
+  std::vector<const float*> pd, pa(L * 7), pb(L * 7);
+  for (std::size_t i = 0; i < names.size(); ++i) pn.push_back(names[i].c_str()), pd.push_back(data[i].data());
+  std::vector<float*> pda(L * 7), pdb(L * 7), pna(L * 7), pnb(L * 7);
+  for (int k = 0; k < L * 7; ++k)
+    pa[k] = hA[k].data(), pb[k] = hB[k].data(), pda[k] = cdA[k].data(), pdb[k] = cdB[k].data(), pna[k] = cA[k].data(),
+    pnb[k] = cB[k].data();
+  st::model_reference_args a;
+  a.layers = L, a.vocab = V, a.rank = r, a.lora_alpha = alpha, a.eps = 1e-6, a.rope_theta = 1e6;
+  a.n_weights = static_cast<int>(names.size()), a.names = pn.data(), a.data = pd.data(), a.rows = rows.data(),
+  a.cols = cols.data();
+  a.A = pa.data(), a.B = pb.data();
+  a.T = T, a.nseq = static_cast<int>(lens.size()), a.ids = ids.data(), a.labels = labels.data(), a.seq_lens = lens.data();
+  a.lr = lr, a.weight_decay = wd, a.max_grad_norm = max_norm;
+  st::model_reference_out out;
+  out.dA = pda.data(), out.dB = pdb.data(), out.newA = pna.data(), out.newB = pnb.data();
+  if (st::model_reference_run(a, out) != 0) return false;
+
+  checker c;
+  std::printf("  loss: GPU %.6f (%lld counted), CPU %.6f (%lld counted); grad norm GPU %.4e CPU %.4e\n", gl.mean(),
+              static_cast<long long>(gl.counted), out.loss_sum / double(out.counted),
+              static_cast<long long>(out.counted), gnorm, out.grad_norm);
+  c.row("counted tokens (GPU - CPU)", std::abs(double(gl.counted - out.counted)), 0);
+  c.row("loss", std::abs(gl.mean() - out.loss_sum / double(out.counted)) / (out.loss_sum / double(out.counted)), 1e-2);
+  c.row("global gradient norm", std::abs(gnorm - out.grad_norm) / out.grad_norm, 3e-2);
+  for (int k = 0; k < L * 7; ++k) {
+    const auto& s = *slot[k];
+    const std::string n = "L" + std::to_string(s.layer) + " " + s.adapter;
+    c.row("dA " + n, rel_err(ggrad.data() + s.a_off, cdA[k].data(), cdA[k].size()), 3e-2);
+    c.row("dB " + n, rel_err(ggrad.data() + s.b_off, cdB[k].data(), cdB[k].size()), 3e-2);
+  }
+  // Worst over all adapters; a NaN anywhere makes the worst NaN (std::max would drop it).
+  auto worse = [](double w, double e) { return std::isnan(w) || std::isnan(e) ? NAN : std::max(w, e); };
+  double wa = 0, wb = 0;
+  for (int k = 0; k < L * 7; ++k) {
+    const auto& s = *slot[k];
+    wa = worse(wa, rel_err(gparams.data() + s.a_off, cA[k].data(), cA[k].size()));
+    wb = worse(wb, rel_err(gparams.data() + s.b_off, cB[k].data(), cB[k].size()));
+  }
+  c.row("AdamW: A after the step (worst)", wa, 1e-2);
+  c.row("AdamW: B after the step (worst)", wb, 1e-2);
+  {
+    std::vector<float> du_gpu, du_cpu;  // p_new - p_old over every adapter, both sides
+    for (int k = 0; k < L * 7; ++k) {
+      const auto& s = *slot[k];
+      for (std::size_t i = 0; i < hA[k].size(); ++i)
+        du_gpu.push_back(gparams[s.a_off + i] - hA[k][i]), du_cpu.push_back(cA[k][i] - hA[k][i]);
+      for (std::size_t i = 0; i < hB[k].size(); ++i)
+        du_gpu.push_back(gparams[s.b_off + i] - hB[k][i]), du_cpu.push_back(cB[k][i] - hB[k][i]);
+    }
+    c.row("AdamW: the update p_new - p_old", rel_err(du_gpu.data(), du_cpu.data(), du_cpu.size()), 0.5);
+  }
+  // The kernel alone: the CPU optimizer on the GPU's gradients.
+  std::vector<float> ref = flat;
+  if (st::adamw_reference_flat(ref.data(), ggrad.data(), static_cast<std::int64_t>(ref.size()), lr, 0.9, 0.999, 1e-8, wd,
+                               max_norm) != 0)
+    return false;
+  c.row("AdamW kernel: update vs CPU on GPU grads", rel_err(gparams.data(), ref.data(), ref.size(), flat.data()), 1e-5);
+  // The bf16 copies the products read are exactly bf16(p) after the step.
+  std::size_t stale = 0;
+  for (std::size_t i = 0; i < gp16.size(); ++i)
+    stale += __bfloat162float(gp16[i]) != bf16_round(gparams[i]) ? 1 : 0;
+  c.row("bf16 copies != bf16(p) after AdamW (count)", static_cast<double>(stale), 0);
+  const double cl2 = out.loss_sum_after / double(out.counted);
+  std::printf("  loss after the step: GPU %.6f, CPU %.6f\n", gl2.mean(), cl2);
+  c.row("loss after the step", std::abs(gl2.mean() - cl2) / cl2, 1e-2);
+  std::printf("  %s\n", c.ok ? "PASS" : "FAIL");
+  return c.ok;
+}
+
+}  // namespace
+
+int main() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device: skipping\n");
+    return 77;
+  }
+  try {
+    const bool ok = run();
+    std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
+    return ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+}
