@@ -3,6 +3,7 @@
 // logits and the loss to 1e-4 relative, LoRA gradients to 1e-3 relative.
 // Each case runs twice: one sequence per batch, and all sequences packed
 // into one batch (attention and positions must not cross the boundaries).
+#include "support/compare.hpp"
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -15,14 +16,7 @@ using model_t = models::qwen2_model<models::qwen2_tiny>;
 
 namespace {
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
+using sgtest::rel_err;
 
 std::vector<std::int32_t> to_i32(const std::vector<std::int64_t>& v) { return {v.begin(), v.end()}; }
 

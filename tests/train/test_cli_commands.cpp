@@ -2,6 +2,7 @@
 // against the transformers + PEFT fixtures, finetune -> an adapter PEFT's
 // reader accepts that lowers the loss, merge, demo, and clear errors.
 // Skipped (77) when the tool has not been built.
+#include "support/compare.hpp"
 #include <doctest/doctest.h>
 
 #include <array>
@@ -19,6 +20,8 @@ namespace fs = std::filesystem;
 using namespace staticgrad;
 
 namespace {
+
+using sgtest::rel_err;
 
 const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
 
@@ -43,15 +46,6 @@ nlohmann::json last_json_line(const std::string& s) {
   auto e = s.find_last_not_of('\n');
   auto b = s.rfind('\n', e);
   return nlohmann::json::parse(s.substr(b == std::string::npos ? 0 : b + 1, e + 1 - (b == std::string::npos ? 0 : b + 1)));
-}
-
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
 }
 
 fs::path scratch(const std::string& name) {

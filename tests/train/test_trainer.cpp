@@ -6,6 +6,7 @@
 //  - merge: merged weights equal W + scaling B A (f32 exactly to f32
 //    rounding, bf16 to round-to-nearest-even computed independently here),
 //    and the merged model's logits equal base + adapter logits.
+#include "support/compare.hpp"
 #include <doctest/doctest.h>
 
 #include <cmath>
@@ -24,14 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-double rel_err(const std::vector<float>& a, const std::vector<float>& b) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    num += (double(a[i]) - b[i]) * (double(a[i]) - b[i]);
-    den += double(b[i]) * b[i];
-  }
-  return std::sqrt(num / std::max(den, 1e-30));
-}
+using sgtest::rel_err;
 
 fs::path scratch(const std::string& name) {
   auto p = fs::path(STATICGRAD_BINARY_DIR) / "train_out" / name;
