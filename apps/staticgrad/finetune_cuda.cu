@@ -82,6 +82,12 @@ int run_finetune_cuda(const finetune_request& r) {
                      ll(cfg.num_attention_heads), ll(cfg.num_key_value_heads), ll(cfg.head_dim),
                      ll(cfg.intermediate_size)),
                 {cfg_file, "", {}});
+  // Options the GPU trainer refuses (cuda_trainer checks them too), before the device.
+  require(r.train.lora.lora_dropout == 0,
+          "--lora-dropout > 0 is not implemented on CUDA (use --device cpu, or --lora-dropout 0)",
+          {"", "--lora-dropout", {}});
+  require(r.train.grad_accum == 1, "--grad-accum > 1 is not implemented on CUDA; raise --batch-tokens instead",
+          {"", "--grad-accum", {}});
   int n = 0;
   const cudaError_t e = cudaGetDeviceCount(&n);
   if (e != cudaSuccess || n == 0)

@@ -2,12 +2,13 @@
 //
 // Setup: the Qwen2.5-0.5B block shape (hidden 896, 14/2 heads, head dim 64,
 // intermediate 4864), 2 layers, vocabulary 512, untied head, random f32
-// weights (matrices std 0.02, embeddings and head std 0.1, norms 1, biases 0);
+// weights (matrices std 0.02, embeddings and head std 0.1, norms 1, biases 0:
+// logits of std ~3, a first loss of ~11, falling to ~10 in 6 steps);
 // data: the demo's cycle-walking sequences (vocab 512, cycle 32, 64 lines of
 // 40 tokens: learnable, so the loss must fall), max_len 64, batch_tokens 512
 // (8 rows of 64: every row holds one 40-token sequence, the GPU pads each batch
 // to T = 512 with a padding segment); LoRA r 8, alpha 16 on q_proj, v_proj and
-// down_proj only (the other four are held at 0 on the GPU), 6 steps, lr 5e-3,
+// down_proj only (the other four are held at 0 on the GPU), 6 steps, lr 1e-3,
 // cosine schedule, max_grad_norm 1, seed 3.
 //
 // Tolerances:
@@ -17,11 +18,12 @@
 //    adapters drift apart a little (AdamW's first steps move every element by
 //    ~lr sign(g), so gradients within bf16 noise of 0 may step the other way),
 //    which changes the later losses by O(lr * fraction of flips): far below 2e-2
-//    of a loss of ~6;
+//    of a loss of ~10 (0.2 absolute). (At lr 5e-3 the loss falls from 11 to 2 in
+//    6 steps: too steep a slope to compare trajectories; hence 1e-3);
 //  - the whole adapter (all A and B), relative Frobenius: 5e-2. A starts from
 //    the same seeded init (norm ~ sqrt(r * in) / sqrt(3 in) per tensor) and
 //    moves by at most ~6 lr per element; B starts at 0 and grows to ~6 lr per
-//    element; elements that flip differ by <= 2 * 6 lr = 6e-2 absolute, and only
+//    element; elements that flip differ by <= 2 * 6 lr = 1.2e-2 absolute, and only
 //    a small fraction flips: a few 1e-3 relative expected;
 //  - the update (adapter - init), relative Frobenius: 0.5. Only flips differ:
 //    a fraction f of flips gives ~2 sqrt(f); a missing, wrong-signed or
@@ -151,7 +153,7 @@ int finetune_cuda_check(const char* tool) {
     train::write_demo_data(dir / "data.jsonl", task);
     const std::string common = std::string("'") + tool + "' finetune --model '" + (dir / "model").string() +
                                "' --data '" + (dir / "data.jsonl").string() +
-                               "' --steps 6 --batch-tokens 512 --max-len 64 --lr 5e-3 --lora-r 8 --lora-alpha 16 "
+                               "' --steps 6 --batch-tokens 512 --max-len 64 --lr 1e-3 --lora-r 8 --lora-alpha 16 "
                                "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1";
     int fails = 0;
     auto check = [&](bool ok, const std::string& what) {
