@@ -151,7 +151,12 @@ int finetune_cuda_check(const char* tool) {
     train::demo_task task;
     task.vocab = 512, task.cycle = 32, task.lines = 64, task.length = 40, task.seed = 7;
     train::write_demo_data(dir / "data.jsonl", task);
-    const std::string common = std::string("'") + tool + "' finetune --model '" + (dir / "model").string() +
+    // The tool loads a tokenizer even for input_ids lines: the repository's, from the
+    // working directory (the GPU machine runs from the repository root) or the source tree.
+    fs::path tokenizer = fs::current_path() / "data" / "qwen2-tokenizer";
+    if (!fs::exists(tokenizer)) tokenizer = fs::path(STATICGRAD_SOURCE_DIR) / "data" / "qwen2-tokenizer";
+    const std::string common = std::string("'") + tool + "' finetune --tokenizer '" + tokenizer.string() +
+                               "' --model '" + (dir / "model").string() +
                                "' --data '" + (dir / "data.jsonl").string() +
                                "' --steps 6 --batch-tokens 512 --max-len 64 --lr 1e-3 --lora-r 8 --lora-alpha 16 "
                                "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1";

@@ -34,8 +34,9 @@
 //  - no gradient accumulation (grad_accum must be 1) and no LoRA dropout:
 //    both are refused with an error.
 //  - no fmt here or in what it includes: nvcc's host pass rejects fmt 9.
-//  - bf16 weights and activations (the CPU model is f32): losses agree to ~1e-3
-//    relative, not bit for bit.
+//  - bf16 weights and activations (the CPU model is f32): one step's loss is
+//    expected within ~1e-4..1e-3 relative of the CPU's (test_model_step), not
+//    bit for bit; trajectories drift slowly apart (test_finetune_cuda).
 #include <cuda_runtime.h>
 
 #include <algorithm>
