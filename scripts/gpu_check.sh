@@ -46,6 +46,12 @@ if [ -x "$BUILD/tests/gpu_test_model_step" ]; then
   cat "$LOGS/test_model_step.txt"
 fi
 
+# The full output of `staticgrad finetune --device cuda` against --device cpu (losses, adapters).
+if [ -x "$BUILD/tests/gpu_test_finetune_cuda" ]; then
+  "$BUILD/tests/gpu_test_finetune_cuda" "$BUILD/staticgrad" > "$LOGS/test_finetune_cuda.txt" 2>&1
+  cat "$LOGS/test_finetune_cuda.txt"
+fi
+
 # Google Benchmark 1.7.1 takes --benchmark_min_time as seconds without a unit.
 for b in "$BUILD"/bench/bench_row_groups "$BUILD"/bench/bench_lora_gemm "$BUILD"/bench/bench_attention \
          "$BUILD"/bench/bench_block_executor; do

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "finetune_cuda.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 #include "staticgrad/io/safetensors_writer.hpp"
@@ -199,6 +200,7 @@ struct finetune_cli {
   std::string targets = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
   std::string schedule = "cosine";
   std::string out;
+  std::string device = "cpu";
   bool rslora = false;
 };
 
@@ -237,7 +239,7 @@ void finish_training_options(model_request& r, const finetune_cli& f) {
 }
 
 staticgrad::cli::command_registrar reg_finetune{{"finetune", [](CLI::App& app) {
-  auto* sub = app.add_subcommand("finetune", "LoRA fine-tuning on the CPU; writes a PEFT adapter");
+  auto* sub = app.add_subcommand("finetune", "LoRA fine-tuning on the CPU or a CUDA GPU; writes a PEFT adapter");
   auto r = std::make_shared<model_request>();
   auto f = std::make_shared<finetune_cli>();
   sub->add_option("--model", r->model, "Hugging Face checkpoint directory")->required();
@@ -245,11 +247,18 @@ staticgrad::cli::command_registrar reg_finetune{{"finetune", [](CLI::App& app) {
       ->required();
   sub->add_option("--out", f->out, "output PEFT adapter directory")->required();
   sub->add_option("--tokenizer", r->tokenizer, "tokenizer for text lines")->capture_default_str();
+  sub->add_option("--device", f->device, "cpu, or cuda (the GPU trainer: Qwen2.5-0.5B/1.5B block shapes)")
+      ->check(CLI::IsMember({"cpu", "cuda"}))
+      ->capture_default_str();
   add_training_options(sub, *r, *f);
   return std::function<int()>([r, f] {
     require_file(r->data, "--data");
     finish_training_options(*r, *f);
     r->what = job::finetune;
+    if (f->device == "cuda") {
+      cli::finetune_request q{r->model, r->data, r->tokenizer, r->train};
+      return cli::run_finetune_cuda(q);
+    }
     return dispatch(*r).rc;
   });
 }}};

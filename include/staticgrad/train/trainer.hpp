@@ -35,59 +35,9 @@
 #include "staticgrad/train/batching.hpp"
 #include "staticgrad/train/lora_init.hpp"
 #include "staticgrad/train/schedule.hpp"
+#include "staticgrad/train/train_options.hpp"
 
 namespace staticgrad::train {
-
-struct train_options {
-  io::lora_config lora;             // r, lora_alpha, lora_dropout, target_modules, use_rslora
-  std::int64_t steps = 100;         // optimizer steps
-  std::int64_t batch_tokens = 4096; // rows x max_len budget of one micro-batch
-  std::int64_t max_len = 512;       // tokens per row; longer examples are truncated
-  std::int64_t grad_accum = 1;      // micro-batches per optimizer step
-  std::uint64_t seed = 0;
-  adamw_options optim{.lr = 2e-4, .weight_decay = 0.0, .max_grad_norm = 1.0};
-  schedule_kind schedule = schedule_kind::cosine;
-  std::int64_t warmup_steps = 0;
-  double lr_min = 0;
-  std::size_t shuffle_buffer = 4096;
-  bool skip_bad_lines = false;      // skip and count malformed data lines instead of failing
-  bool drop_long = false;           // drop examples longer than max_len instead of truncating them
-  std::filesystem::path out;        // adapter directory written at the end (empty: not written)
-  std::int64_t save_every = 0;      // > 0: also write out/checkpoint-<step> every that many steps
-  std::ostream* log = &std::cout;   // progress lines; nullptr = quiet
-};
-
-struct step_record {
-  std::int64_t step = 0;
-  double loss = 0;
-  std::int64_t tokens = 0;   // tokens the model ran (all kept segments)
-  std::int64_t counted = 0;  // tokens the loss counts
-  double lr = 0;
-  double grad_norm = 0;
-  double tokens_per_s = 0;
-  double elapsed_s = 0;
-};
-
-struct train_result {
-  std::vector<step_record> steps;
-  std::int64_t epochs = 1;  // passes over the data started
-  io::data_stats data;      // of the last pass
-};
-
-inline std::string format_step(const step_record& r, std::int64_t total) {
-  return fmt::format("step {:>{}}/{}  loss {:.4f}  tokens {}  lr {:.3e}  grad_norm {:.3f}  tok/s {:.0f}  elapsed {:.1f}s",
-                     r.step, std::to_string(total).size(), total, r.loss, r.tokens, r.lr, r.grad_norm,
-                     r.tokens_per_s, r.elapsed_s);
-}
-
-// A 64-bit mix (splitmix64's finaliser) to derive the dropout seed of each
-// micro-batch from (seed, step, micro).
-inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
-  std::uint64_t z = a ^ (b + 0x9e3779b97f4a7c15ull + (a << 6) + (a >> 2));
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 template <class Shape>
 class trainer {

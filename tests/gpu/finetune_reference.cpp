@@ -1,0 +1,208 @@
+// See finetune_reference.hpp and test_finetune_cuda.cu.
+//
+// Setup: the Qwen2.5-0.5B block shape (hidden 896, 14/2 heads, head dim 64,
+// intermediate 4864), 2 layers, vocabulary 512, untied head, random f32
+// weights (matrices std 0.02, embeddings and head std 0.1, norms 1, biases 0:
+// logits of std ~3, a first loss of ~11, falling to ~10 in 6 steps);
+// data: the demo's cycle-walking sequences (vocab 512, cycle 32, 64 lines of
+// 40 tokens: learnable, so the loss must fall), max_len 64, batch_tokens 512
+// (8 rows of 64: every row holds one 40-token sequence, the GPU pads each batch
+// to T = 512 with a padding segment); LoRA r 8, alpha 16 on q_proj, v_proj and
+// down_proj only (the other four are held at 0 on the GPU), 6 steps, lr 1e-3,
+// cosine schedule, max_grad_norm 1, seed 3.
+//
+// Tolerances:
+//  - per-step loss, GPU vs CPU: 2e-2 relative. The GPU runs bf16 weights and
+//    activations (x_l, hn, dlogits) against the f32 CPU model; test_model_step
+//    measures ~1e-4..1e-3 relative for one step's loss. Over 6 steps the
+//    adapters drift apart a little (AdamW's first steps move every element by
+//    ~lr sign(g), so gradients within bf16 noise of 0 may step the other way),
+//    which changes the later losses by O(lr * fraction of flips): far below 2e-2
+//    of a loss of ~10 (0.2 absolute). (At lr 5e-3 the loss falls from 11 to 2 in
+//    6 steps: too steep a slope to compare trajectories; hence 1e-3);
+//  - the whole adapter (all A and B), relative Frobenius: 5e-2. A starts from
+//    the same seeded init (norm ~ sqrt(r * in) / sqrt(3 in) per tensor) and
+//    moves by at most ~6 lr per element; B starts at 0 and grows to ~6 lr per
+//    element; elements that flip differ by <= 2 * 6 lr = 1.2e-2 absolute, and only
+//    a small fraction flips: a few 1e-3 relative expected;
+//  - the update (adapter - init), relative Frobenius: 0.5. Only flips differ:
+//    a fraction f of flips gives ~2 sqrt(f); a missing, wrong-signed or
+//    mis-scaled update (or the wrong modules trained) gives >= 1.
+#include "finetune_reference.hpp"
+
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "staticgrad/io/hf_config.hpp"
+#include "staticgrad/io/peft_adapter.hpp"
+#include "staticgrad/io/safetensors_writer.hpp"
+#include "staticgrad/train/demo_task.hpp"
+#include "staticgrad/train/lora_init.hpp"
+
+namespace staticgrad::test {
+
+namespace {
+
+namespace fs = std::filesystem;
+
+io::hf_config write_checkpoint(const fs::path& dir) {
+  io::hf_config c;
+  c.hidden_size = 896, c.intermediate_size = 4864, c.num_hidden_layers = 2;
+  c.num_attention_heads = 14, c.num_key_value_heads = 2, c.head_dim = 64;
+  c.vocab_size = 512, c.rope_theta = 1e6, c.rms_norm_eps = 1e-6, c.tie_word_embeddings = false;
+  fs::create_directories(dir);
+  std::mt19937_64 g(12345);
+  std::normal_distribution<float> nd(0.f, 1.f);  // any numbers will do: both devices read the same file
+  std::vector<std::vector<float>> store;
+  std::vector<io::tensor_data> ts;
+  store.reserve(64);
+  auto add = [&](const std::string& name, std::vector<std::int64_t> shape, float std_or_one) {
+    std::int64_t n = 1;
+    for (auto s : shape) n *= s;
+    std::vector<float> v(static_cast<std::size_t>(n));
+    for (float& x : v) x = std_or_one < 0 ? 1.f : std_or_one * nd(g);
+    store.push_back(std::move(v));
+    ts.push_back(io::f32_tensor(name, std::move(shape), store.back()));
+  };
+  const std::int64_t H = 896, I = 4864, Q = 896, K = 128, V = 512;
+  add("model.embed_tokens.weight", {V, H}, 0.1f);
+  add("model.norm.weight", {H}, -1);
+  add("lm_head.weight", {V, H}, 0.1f);
+  for (int l = 0; l < 2; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    add(p + "input_layernorm.weight", {H}, -1);
+    add(p + "post_attention_layernorm.weight", {H}, -1);
+    add(p + "self_attn.q_proj.weight", {Q, H}, 0.02f);
+    add(p + "self_attn.q_proj.bias", {Q}, 0.f);
+    add(p + "self_attn.k_proj.weight", {K, H}, 0.02f);
+    add(p + "self_attn.k_proj.bias", {K}, 0.f);
+    add(p + "self_attn.v_proj.weight", {K, H}, 0.02f);
+    add(p + "self_attn.v_proj.bias", {K}, 0.f);
+    add(p + "self_attn.o_proj.weight", {H, Q}, 0.02f);
+    add(p + "mlp.gate_proj.weight", {I, H}, 0.02f);
+    add(p + "mlp.up_proj.weight", {I, H}, 0.02f);
+    add(p + "mlp.down_proj.weight", {H, I}, 0.02f);
+  }
+  io::write_safetensors(dir / "model.safetensors", std::move(ts), {{"format", "pt"}});
+  io::write_hf_config(dir / "config.json", c);
+  return io::read_hf_config(dir);
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream f(p);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// The loss of every "step k/N  loss X ..." line.
+std::vector<double> losses(const std::string& log) {
+  std::vector<double> v;
+  std::istringstream in(log);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind("step ", 0) != 0) continue;
+    const auto k = line.find("loss ");
+    if (k != std::string::npos) v.push_back(std::strtod(line.c_str() + k + 5, nullptr));
+  }
+  return v;
+}
+
+int run(const std::string& cmd, const fs::path& log) {
+  const std::string full = cmd + " > '" + log.string() + "' 2>&1";
+  std::printf("$ %s\n", cmd.c_str());
+  std::fflush(stdout);
+  const int rc = std::system(full.c_str());
+  std::printf("%s", slurp(log).c_str());
+  return rc;
+}
+
+// Relative Frobenius distance over all targeted tensors; base: subtracted from both.
+double rel(const io::lora_adapter& a, const io::lora_adapter& b, const io::lora_adapter* base) {
+  double num = 0, den = 0;
+  for (std::int64_t l = 0; l < a.num_layers; ++l)
+    for (auto t : a.config.target_modules)
+      for (int w = 0; w < 2; ++w) {
+        const auto& x = w ? a.at(l, t).b : a.at(l, t).a;
+        const auto& y = w ? b.at(l, t).b : b.at(l, t).a;
+        for (std::size_t i = 0; i < x.size(); ++i) {
+          const double o = base ? (w ? base->at(l, t).b[i] : base->at(l, t).a[i]) : 0.0;
+          num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
+          den += (double(y[i]) - o) * (double(y[i]) - o);
+        }
+      }
+  return std::sqrt(num / std::max(den, 1e-300));
+}
+
+}  // namespace
+
+int finetune_cuda_check(const char* tool) {
+  try {
+    const fs::path dir = fs::temp_directory_path() / ("sg_finetune_cuda_" + std::to_string(std::random_device{}()));
+    fs::create_directories(dir);
+    const auto cfg = write_checkpoint(dir / "model");
+    train::demo_task task;
+    task.vocab = 512, task.cycle = 32, task.lines = 64, task.length = 40, task.seed = 7;
+    train::write_demo_data(dir / "data.jsonl", task);
+    // The tool loads a tokenizer even for input_ids lines: the repository's, from the
+    // working directory (the GPU machine runs from the repository root) or the source tree.
+    fs::path tokenizer = fs::current_path() / "data" / "qwen2-tokenizer";
+    if (!fs::exists(tokenizer)) tokenizer = fs::path(STATICGRAD_SOURCE_DIR) / "data" / "qwen2-tokenizer";
+    const std::string common = std::string("'") + tool + "' finetune --tokenizer '" + tokenizer.string() +
+                               "' --model '" + (dir / "model").string() +
+                               "' --data '" + (dir / "data.jsonl").string() +
+                               "' --steps 6 --batch-tokens 512 --max-len 64 --lr 1e-3 --lora-r 8 --lora-alpha 16 "
+                               "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1";
+    int fails = 0;
+    auto check = [&](bool ok, const std::string& what) {
+      std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what.c_str());
+      fails += !ok;
+    };
+    // Refusals first (cheap): LoRA dropout is not implemented on CUDA.
+    check(run(common + " --device cuda --lora-dropout 0.1 --out '" + (dir / "x").string() + "'", dir / "drop.log") != 0 &&
+              slurp(dir / "drop.log").find("lora-dropout") != std::string::npos,
+          "--device cuda --lora-dropout 0.1 is refused with a message");
+    const int rc_gpu = run(common + " --device cuda --out '" + (dir / "gpu").string() + "'", dir / "gpu.log");
+    const int rc_cpu = run(common + " --device cpu --out '" + (dir / "cpu").string() + "'", dir / "cpu.log");
+    check(rc_gpu == 0, "finetune --device cuda exits 0");
+    check(rc_cpu == 0, "finetune --device cpu exits 0");
+    if (rc_gpu || rc_cpu) return 1;
+    const auto lg = losses(slurp(dir / "gpu.log")), lc = losses(slurp(dir / "cpu.log"));
+    check(lg.size() == 6 && lc.size() == 6, "six progress lines each");
+    if (lg.size() != 6 || lc.size() != 6) return 1;
+    double worst = 0;
+    for (std::size_t i = 0; i < 6; ++i) {
+      const double r = std::abs(lg[i] - lc[i]) / std::abs(lc[i]);
+      worst = std::max(worst, r);
+      std::printf("  step %zu  loss gpu %.6f  cpu %.6f  rel %.2e\n", i + 1, lg[i], lc[i], r);
+    }
+    check(worst < 2e-2, "per-step losses agree to 2e-2 relative (worst " + std::to_string(worst) + ")");
+    check(lg.back() < lg.front(), "the GPU loss decreases (" + std::to_string(lg.front()) + " -> " +
+                                      std::to_string(lg.back()) + ")");
+    const auto ag = io::read_peft_adapter(dir / "gpu", cfg), ac = io::read_peft_adapter(dir / "cpu", cfg);
+    check(ag.config.target_modules == ac.config.target_modules && ag.config.r == ac.config.r,
+          "the adapters have the same config");
+    auto init = io::make_lora_adapter(ac.config, cfg);
+    train::init_lora(init, cfg, 3);
+    const double r_all = rel(ag, ac, nullptr), r_upd = rel(ag, ac, &init);
+    check(r_all < 5e-2, "adapter GPU vs CPU, relative Frobenius " + std::to_string(r_all) + " < 5e-2");
+    check(r_upd < 0.5, "update (adapter - init) GPU vs CPU, relative Frobenius " + std::to_string(r_upd) + " < 0.5");
+    check(rel(init, ac, nullptr) > 1e-3, "the CPU adapter moved away from its init");
+    if (!fails) fs::remove_all(dir);
+    else std::printf("files kept in %s\n", dir.string().c_str());
+    std::printf("%s\n", fails ? "FAILED" : "PASSED");
+    return fails ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::printf("FAIL: %s\n", e.what());
+    return 1;
+  }
+}
+
+}  // namespace staticgrad::test
