@@ -164,12 +164,7 @@ class cuda_trainer {
     rec.tokens = kept;
     rec.counted = model_->counted();
     rec.grad_norm = model_->last_grad_norm();
-    const auto t1 = std::chrono::steady_clock::now();
-    rec.elapsed_s = std::chrono::duration<double>(t1 - start_).count();
-    rec.tokens_per_s = double(kept) / std::max(1e-9, std::chrono::duration<double>(t1 - t0).count());
-    if (o_.log) *o_.log << format_step(rec, o_.steps) << std::endl;
-    if (o_.save_every > 0 && s % o_.save_every == 0 && s < o_.steps && !o_.out.empty())
-      save(o_.out / ("checkpoint-" + std::to_string(s)));
+    finish_step(rec, start_, t0, kept, o_, [&](const std::filesystem::path& dir) { save(dir); });
     return rec;
   }
 

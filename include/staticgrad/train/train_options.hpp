@@ -4,6 +4,8 @@
 // Kept apart from trainer.hpp because nvcc cannot compile the CPU model
 // (models/qwen2_model.hpp): everything here is plain host C++ that both
 // compilers accept.
+#include <algorithm>
+#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <filesystem>
@@ -74,6 +76,20 @@ inline std::uint64_t mix_seed(std::uint64_t a, std::uint64_t b) {
   z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
+}
+
+// The end of one optimizer step, the same for the CPU and the CUDA trainer:
+// times (since `start`, and of this step since `t0`), the progress line, and
+// the periodic adapter checkpoint through `save(dir)`.
+template <class Save>
+void finish_step(step_record& rec, std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point t0,
+                 std::int64_t tokens, const train_options& o, Save&& save) {
+  const auto t1 = std::chrono::steady_clock::now();
+  rec.elapsed_s = std::chrono::duration<double>(t1 - start).count();
+  rec.tokens_per_s = double(tokens) / std::max(1e-9, std::chrono::duration<double>(t1 - t0).count());
+  if (o.log) *o.log << format_step(rec, o.steps) << std::endl;
+  if (o.save_every > 0 && rec.step % o.save_every == 0 && rec.step < o.steps && !o.out.empty())
+    save(o.out / ("checkpoint-" + std::to_string(rec.step)));
 }
 
 }  // namespace staticgrad::train

@@ -97,12 +97,7 @@ class trainer {
     rec.counted = counted;
     rec.lr = sched_.at(std::min(s, o_.steps));
     rec.grad_norm = opt_.step(adapter_, grads_, rec.lr);
-    const auto t1 = std::chrono::steady_clock::now();
-    rec.elapsed_s = std::chrono::duration<double>(t1 - start_).count();
-    rec.tokens_per_s = double(tokens) / std::max(1e-9, std::chrono::duration<double>(t1 - t0).count());
-    if (o_.log) *o_.log << format_step(rec, o_.steps) << std::endl;
-    if (o_.save_every > 0 && s % o_.save_every == 0 && s < o_.steps && !o_.out.empty())
-      save(o_.out / ("checkpoint-" + std::to_string(s)));
+    finish_step(rec, start_, t0, tokens, o_, [&](const std::filesystem::path& dir) { save(dir); });
     return rec;
   }
 
