@@ -92,7 +92,7 @@ struct lora_config {
   std::optional<std::string> base_model_name_or_path;
   json raw = json::object();  // the document read (unknown keys kept on write)
 
-  double scaling() const { return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(r)) : lora_alpha / r; }
+  double scaling() const { return use_rslora ? lora_alpha / std::sqrt(static_cast<double>(r)) : lora_alpha / static_cast<double>(r); }
   bool targets(lora_target t) const {
     for (auto x : target_modules)
       if (x == t) return true;
