@@ -42,6 +42,7 @@
 #include <vector>
 
 #include "block_reference.hpp"
+#include "support/compare.hpp"
 #include "staticgrad/backend/cuda/block_executor.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
 #include "staticgrad/plans/qwen2_1_5b.cuh"
@@ -84,24 +85,10 @@ void poison(T* d, std::size_t n) {
 
 // ||a - b|| / ||b||, with a - b optionally taken after subtracting `base` from both.
 double rel_err(const std::vector<float>& a, const std::vector<float>& b, const std::vector<float>* base = nullptr) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    const double o = base ? (*base)[i] : 0.0;
-    const double x = a[i] - o, y = b[i] - o;
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return std::sqrt(num) / (den > 0 ? std::sqrt(den) : 1.0);
+  return sgtest::rel_err_offset(a.data(), b.data(), a.size(), base ? base->data() : nullptr);
 }
 
-struct checker {
-  bool ok = true;
-  void row(const std::string& what, double err, double tol) {
-    const bool pass = err <= tol;  // NaN fails
-    ok = ok && pass;
-    std::printf("  %-34s %10.3e  (tol %.0e)  %s\n", what.c_str(), err, tol, pass ? "ok" : "FAIL");
-  }
-};
+using sgtest::checker;  // label column 34
 
 template <class Plan>
 bool run_shape(const char* shape) {

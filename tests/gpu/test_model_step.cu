@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "model_reference.hpp"
+#include "support/compare.hpp"
 #include "staticgrad/backend/cuda/model_step.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
 
@@ -73,24 +74,9 @@ std::vector<float> download(const float* d, std::size_t n) {
 }
 
 double rel_err(const float* a, const float* b, std::size_t n, const float* base = nullptr) {
-  double num = 0, den = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    const double o = base ? base[i] : 0.0;
-    const double x = a[i] - o, y = b[i] - o;
-    num += (x - y) * (x - y);
-    den += y * y;
-  }
-  return std::sqrt(num) / (den > 0 ? std::sqrt(den) : 1.0);
+  return sgtest::rel_err_offset(a, b, n, base);
 }
 
-struct checker {
-  bool ok = true;
-  void row(const std::string& what, double err, double tol) {
-    const bool pass = err <= tol;  // NaN fails
-    ok = ok && pass;
-    std::printf("  %-40s %10.3e  (tol %.0e)  %s\n", what.c_str(), err, tol, pass ? "ok" : "FAIL");
-  }
-};
 
 bool run() {
   constexpr int L = 2, V = 512, r = 16, H = plan::input_width;
@@ -187,7 +173,7 @@ bool run() {
   out.dA = pda.data(), out.dB = pdb.data(), out.newA = pna.data(), out.newB = pnb.data();
   if (st::model_reference_run(a, out) != 0) return false;
 
-  checker c;
+  sgtest::checker c{40};
   std::printf("  loss: GPU %.6f (%lld counted), CPU %.6f (%lld counted); grad norm GPU %.4e CPU %.4e\n", gl.mean(),
               static_cast<long long>(gl.counted), out.loss_sum / double(out.counted),
               static_cast<long long>(out.counted), gnorm, out.grad_norm);
