@@ -1,7 +1,11 @@
 # Compiles one failtest case (syntax only) and judges the result.
 #   MODE=ok: the case must compile.
-#   MODE=ko: it must not compile, and the output must contain every
-#            `// expect: ...` line of the case.
+#   MODE=ko: it must not compile; the output must contain every
+#            `// expect: ...` line of the case, and exactly one error (no
+#            follow-on errors after the diagnosis). With a line
+#            `// expect-before-error-under: <bytes>`, the compiler's output
+#            before the first "error:" must also be shorter than that (the
+#            diagnosis comes before kilobytes of graph types, not after).
 set(args -std=c++20 -fsyntax-only)
 foreach(inc ${INCLUDES})
   list(APPEND args -I${inc})
@@ -21,15 +25,29 @@ endif()
 if(rc EQUAL 0)
   message(FATAL_ERROR "the _ko build of ${SOURCE} compiled, but it must be rejected")
 endif()
+set(text "${err}${out}")
 file(STRINGS ${SOURCE} expects REGEX "^// expect: ")
 if(NOT expects)
   message(FATAL_ERROR "${SOURCE} has no `// expect:` line")
 endif()
 foreach(line ${expects})
   string(REGEX REPLACE "^// expect: " "" needle "${line}")
-  string(FIND "${err}${out}" "${needle}" pos)
+  string(FIND "${text}" "${needle}" pos)
   if(pos EQUAL -1)
     message(FATAL_ERROR "the _ko build of ${SOURCE} failed, but its output lacks \"${needle}\":\n${err}")
   endif()
 endforeach()
+string(REGEX MATCHALL ": error: " errors "${text}")
+list(LENGTH errors n_errors)
+if(NOT n_errors EQUAL 1)
+  message(FATAL_ERROR "the _ko build of ${SOURCE} reported ${n_errors} errors; the diagnosis must come alone:\n${err}")
+endif()
+file(STRINGS ${SOURCE} limit REGEX "^// expect-before-error-under: ")
+if(limit)
+  string(REGEX REPLACE "^// expect-before-error-under: " "" limit "${limit}")
+  string(FIND "${text}" ": error: " first)
+  if(NOT first LESS limit)
+    message(FATAL_ERROR "the _ko build of ${SOURCE} printed ${first} bytes before its error (limit ${limit}):\n${err}")
+  endif()
+endif()
 message(STATUS "ko build rejected with the expected message")

@@ -1,14 +1,16 @@
-// Failtest: swiglu saves gate and up; an in-place activation of gate after it destroys the saved gate.
+// Failtest: swiglu reads gate for both of its gradients; an in-place activation of gate after it destroys the saved gate.
+// Entry point: graph::explain<G>() only. The case writes no static_assert of its own: the
+// check runs wherever a plan is used.
 // Built twice by ctest (label failtest): with SG_FAILTEST_OK it must compile;
-// without, it must fail with every `expect:` line in the compiler's output.
+// without, it must fail with every `expect:` line in the compiler's output,
+// and with that one error only.
 // expect: overwrites a value that the backward pass needs
 // expect: {"silu_ (g2)"}
 // expect: overwrites<staticgrad::fixed_string<5>{"gate"}>
-// expect: {"swiglu (m)"}
-#include "staticgrad/graph/plan.hpp"
+// expect: saved_for_backward_of<staticgrad::fixed_string<11>{"swiglu (m)"}>
+#include "staticgrad/graph/explain.hpp"
 
 using namespace staticgrad::dsl;
-
 
 #ifdef SG_FAILTEST_OK
 #define SG_MUT silu<ref<"gate">>
@@ -20,6 +22,5 @@ using G = graph<let<"gate", linear<in<"x", 8>, frozen<"wg", 16, 8>>>,
                  let<"up", linear<in<"x", 8>, frozen<"wu", 16, 8>>>,
                  out<"m", swiglu<ref<"gate">, ref<"up">>>,
                  out<"g2", SG_MUT>>;
-static_assert(staticgrad::graph::compiled<G>::in_place_ok);
 
-int main() { return 0; }
+int main() { return staticgrad::graph::explain<G>().empty() ? 1 : 0; }

@@ -19,6 +19,11 @@
 //
 // requires_grad: inputs (in<>) and LoRA parameters require gradients, and so
 // does every value computed from them; frozen weights and token ids do not.
+//
+// The saved set follows the gradients actually computed: a step reads, of the
+// forward pass, its op's `reads.always` and `reads.grad[k]` for each input k
+// whose gradient it computes (op_traits.hpp); the saved set is the union of
+// what the steps read. "Needed by backward" means exactly this.
 #include <array>
 
 #include "staticgrad/graph/node.hpp"
@@ -32,6 +37,7 @@ struct bwd_step {
   std::array<int, max_inputs> dx{-1, -1, -1};     // gradient value written per input
   std::array<bool, max_inputs> acc{};             // accumulate (true) or overwrite
   int time = 0;                                   // position in the backward order
+  reads_desc reads{};                             // forward values this step reads
 };
 
 template <int N>
@@ -50,7 +56,7 @@ struct backward_graph {
   // The saved set: forward values and aux outputs that some step reads.
   std::array<bool, N> saved{};
   std::array<bool, N> saved_aux{};
-  std::array<int, N> saved_by{};        // one step's node that saves v (for messages)
+  std::array<int, N> saved_by{};        // the first step's node that reads v (for messages)
 };
 
 namespace detail {
@@ -130,18 +136,29 @@ constexpr backward_graph<N> build_backward(const node_table<N>& t, const std::ar
     }
     b.read_time[v] = time;
     if (need_step) {
+      // What this step reads: always, plus per gradient it computes.
+      s.reads = tr.reads.always;
+      for (int k = 0; k < n.n_in; ++k) {
+        if (s.dx[k] < 0) continue;
+        const auto& g = tr.reads.grad[k];
+        for (int j = 0; j < max_inputs; ++j) s.reads.in[j] = s.reads.in[j] || g.in[j];
+        s.reads.out = s.reads.out || g.out;
+        s.reads.aux = s.reads.aux || g.aux;
+      }
+      for (int j = 0; j < n.n_in; ++j)
+        if (s.reads.in[j] && is_param(t.nodes[n.in[j]].kind)) s.reads.in[j] = false;  // parameters are not saved
       b.steps[b.n_steps++] = s;
       // The saved set.
       for (int k = 0; k < n.n_in; ++k)
-        if (tr.saves.in[k] && !is_param(t.nodes[n.in[k]].kind)) {
+        if (s.reads.in[k]) {
           b.saved[n.in[k]] = true;
           if (b.saved_by[n.in[k]] < 0) b.saved_by[n.in[k]] = v;
         }
-      if (tr.saves.out) {
+      if (s.reads.out) {
         b.saved[v] = true;
         if (b.saved_by[v] < 0) b.saved_by[v] = v;
       }
-      if (tr.saves.aux) b.saved_aux[v] = true;
+      if (s.reads.aux) b.saved_aux[v] = true;
     }
     ++time;
   }
@@ -174,6 +191,7 @@ constexpr int find_alias_hazard(const node_table<N>& t, const backward_graph<N>&
 
 template <int N>
 constexpr backward_graph<N> autodiff(const node_table<N>& t) {
+  if (t.failed()) return {};  // reported by compiled<G>; nothing to differentiate
   // Each round refuses one more alias; at most one per value, so this ends.
   std::array<bool, N> refuse{};
   auto b = detail::build_backward<N>(t, refuse);

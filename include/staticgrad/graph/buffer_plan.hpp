@@ -121,6 +121,7 @@ constexpr int row_local_reuse(const backward_graph<N>& b, const fusion_plan<N>& 
 template <int N>
 constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_graph<N>& b, const fusion_plan<N>& f) {
   buffer_plan<N> p{};
+  if (t.failed()) return p;  // reported by compiled<G>
   const int F = f.n_fwd;
   // ---- forward values: owners through in-place chains
   for (int v = 0; v < t.count; ++v) {
@@ -133,9 +134,13 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
     }
     if (is_leaf(n.kind) || !f.materialized[v]) continue;
     if (n.inplace) {
+      // Over a graph input, an in-place op gets a slot of its own: the
+      // caller's input is never written. (The in-place check rejects such a
+      // graph anyway; this keeps even the plan of a rejected graph sound, and
+      // so an external class holds exactly one caller buffer: its input, or
+      // the output at the end of its chain.)
       const int in = n.in[0];
-      const bool in_has_slot = t.nodes[in].kind == op_kind::input || f.materialized[in];
-      if (in_has_slot) p.value[v].owner = p.value[in].owner;
+      if (t.nodes[in].kind != op_kind::input && f.materialized[in]) p.value[v].owner = p.value[in].owner;
     }
   }
   // Class properties: external if any member is an input or output, saved if

@@ -104,6 +104,7 @@ constexpr int lora_linear_root(const node_table<N>& t, int v) {
 template <int N>
 constexpr fusion_plan<N> plan_fusion(const node_table<N>& t, const backward_graph<N>& b) {
   fusion_plan<N> p{};
+  if (t.failed()) return p;  // reported by compiled<G>
   for (int i = 0; i < N; ++i) {
     p.fwd_kernel_of[i] = -1;
     p.step_kernel_of[i] = -1;

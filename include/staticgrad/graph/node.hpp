@@ -46,6 +46,9 @@ enum class op_kind : std::uint8_t {
   count_
 };
 
+// Leaves come first in op_kind: no compute of their own.
+constexpr bool is_leaf_kind(op_kind k) { return k <= op_kind::lora_adapter; }
+
 // How an op may be fused (fusion.hpp): pointwise and row-local ops fuse with
 // each other into one per-token kernel; anchors are kernels of their own, with
 // the pointwise/row groups around them as prologue/epilogue.
@@ -66,8 +69,38 @@ struct name_buf {
   constexpr name_buf() = default;
   constexpr name_buf(std::string_view s) { append(s); }
   constexpr name_buf& append(std::string_view s) {
+    // DSL names are limited by static_asserts (dsl.hpp), so that every
+    // generated name fits; reaching this is an internal error.
     for (char c : s) {
-      if (len >= max_name - 1) throw "staticgrad: a graph name is longer than 63 characters";
+      if (len >= max_name - 1) throw "staticgrad: a graph name is longer than 63 characters (internal error)";
+      data[len++] = c;
+    }
+    return *this;
+  }
+  constexpr name_buf& append_int(long v) {
+    char digits[20]{};
+    int n = 0;
+    const bool neg = v < 0;
+    unsigned long u = neg ? static_cast<unsigned long>(-v) : static_cast<unsigned long>(v);
+    do {
+      digits[n++] = static_cast<char>('0' + u % 10);
+      u /= 10;
+    } while (u != 0);
+    if (neg) append("-");
+    while (n > 0) {
+      const char c[1] = {digits[--n]};
+      append(std::string_view(c, 1));
+    }
+    return *this;
+  }
+  // Appends as much of s as fits, marking a cut with "...": for labels and
+  // messages, never for names (which must stay unique).
+  constexpr name_buf& append_clipped(std::string_view s) {
+    for (char c : s) {
+      if (len >= max_name - 4) {
+        for (int d = 0; d < 3 && len < max_name - 1; ++d) data[len++] = '.';
+        return *this;
+      }
       data[len++] = c;
     }
     return *this;
@@ -75,6 +108,68 @@ struct name_buf {
   constexpr std::string_view view() const { return {data.data(), static_cast<std::size_t>(len)}; }
   constexpr bool operator==(std::string_view s) const { return view() == s; }
 };
+
+// "<op> (<value name>)", e.g. "rope_ (q)": how messages and explain name a node.
+constexpr name_buf op_label(std::string_view op, std::string_view name) {
+  name_buf s;
+  s.append_clipped(op).append_clipped(" (").append_clipped(name).append_clipped(")");
+  return s;
+}
+
+// A longer text that truncates instead of failing ("a, b, c, ..."): the list
+// of names a compile error offers.
+struct name_list {
+  static constexpr int capacity = 400;
+  std::array<char, capacity> data{};
+  int len = 0;
+  bool full = false;
+  constexpr void add(std::string_view s) {
+    if (full) return;
+    if (len + static_cast<int>(s.size()) + 2 > capacity - 6) {
+      put(len > 0 ? ", ..." : "...");
+      full = true;
+      return;
+    }
+    if (len > 0) put(", ");
+    put(s);
+  }
+  constexpr void put(std::string_view s) {
+    for (char c : s)
+      if (len < capacity - 1) data[len++] = c;
+  }
+  constexpr std::string_view view() const { return {data.data(), static_cast<std::size_t>(len)}; }
+};
+
+// ---- graph errors ------------------------------------------------------------
+// Lowering never throws on a user's mistake: it records the first error in the
+// table (every later pass then sees an empty graph, so nothing cascades), and
+// compiled<G> reports it as a diagnostic type whose name carries the binding,
+// the op, the values and their widths (graph/graph_errors.hpp).
+enum class graph_error_kind : std::uint8_t {
+  none,
+  widths_differ,           // op's operands a [wa] and b [wb] must have one width
+  operand_width,           // operand a has width wa, the op needs wb
+  operand_width_multiple,  // operand a has width wa, the op needs a multiple of wb
+  operand_kind,            // operand a is `found`, the op needs `expected`
+  parameter_shape,         // parameter a has shape `found`, the op expects `expected` (from b, width wb)
+  leaf_redefined,          // leaf a was `expected` at its first use, is `found` here
+  unknown_ref,             // ref<a> names no value; `list` holds the names in scope
+  ref_bound_later,         // ref<a> names the value bound by `b`, which comes later
+  duplicate_name,          // the name a is defined twice (first by node wb)
+  bare_leaf_binding,       // let<>/out<> binds a leaf or a ref, not an op
+  too_many_nodes,          // more nodes than the table's capacity (wa)
+};
+
+struct graph_error {
+  graph_error_kind kind = graph_error_kind::none;
+  name_buf binding;   // the user's binding: let<"q"> or out<"y">
+  name_buf op;        // the op being lowered: "add (y)", "linear (q.linear)"
+  name_buf a, b;      // the values or parameters the error is about
+  int wa = 0, wb = 0; // their widths (elements per token)
+  name_buf found, expected;  // shapes or kinds as text: "[16, 4]", "vec<name, W>"
+  name_list list;     // the names in scope (unknown_ref)
+};
+
 inline constexpr int max_attrs = 4;
 
 struct node_desc {
@@ -101,6 +196,26 @@ template <int N>
 struct node_table {
   std::array<node_desc, N> nodes{};
   int count = 0;
+  // Lowering context and result: the binding being lowered (its text for
+  // messages, its index into `bindings`), every binding's name in order, and
+  // the first error (graph_error_kind::none when the graph is well formed).
+  name_buf binding_text;
+  int binding = -1;
+  std::array<name_buf, N> bindings{};
+  std::array<bool, N> binding_out{};
+  int n_bindings = 0;
+  graph_error error{};
+
+  constexpr bool failed() const { return error.kind != graph_error_kind::none; }
+  // Records e (the first error wins) under the current binding; returns a
+  // valid node index so that lowering can go on without reading out of bounds.
+  constexpr int fail(graph_error e) {
+    if (!failed()) {
+      e.binding = binding_text;
+      error = e;
+    }
+    return 0;
+  }
 
   constexpr int find(std::string_view name) const {
     for (int i = 0; i < count; ++i)
@@ -108,10 +223,12 @@ struct node_table {
     return -1;
   }
   constexpr int add(node_desc d) {
-    if (count >= N) throw "staticgrad: graph has more nodes than the table's capacity";
-    if (find(d.name.view()) >= 0) throw "staticgrad: two values of the graph have the same name";
+    if (failed()) return 0;
+    if (count >= N) return fail({.kind = graph_error_kind::too_many_nodes, .a = d.name, .wa = N});
+    if (const int prev = find(d.name.view()); prev >= 0)
+      return fail({.kind = graph_error_kind::duplicate_name, .a = d.name, .wb = prev});
     for (int k = 0; k < d.n_in; ++k)
-      if (d.in[k] < 0 || d.in[k] >= count) throw "staticgrad: an op reads a value that is not defined before it";
+      if (d.in[k] < 0 || d.in[k] >= count) throw "staticgrad: an op reads a value that is not defined before it (internal error)";
     nodes[count] = d;
     return count++;
   }
@@ -125,9 +242,7 @@ constexpr name_buf scoped_name(const node_table<N>& t, std::string_view scope, s
   n.append(".").append(op);
   for (int k = 2; t.find(n.view()) >= 0; ++k) {
     n = name_buf(scope);
-    n.append(".").append(op).append("#");
-    const char digit[1] = {static_cast<char>('0' + k % 10)};
-    n.append(std::string_view(digit, 1));
+    n.append(".").append(op).append("#").append_int(k);
   }
   return n;
 }
@@ -142,5 +257,8 @@ concept dsl_node = requires { T::op_name; };
 
 template <class...>
 inline constexpr bool always_false = false;
+// The value-parameter form, for diagnostic types whose parameters are names.
+template <auto...>
+inline constexpr bool never = false;
 
 }  // namespace staticgrad::graph

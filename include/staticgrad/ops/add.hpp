@@ -12,8 +12,7 @@ struct add_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int a = lower_child<A>(t, name.view()), b = lower_child<B>(t, name.view());
-    if (t.nodes[a].width != t.nodes[b].width || t.nodes[a].rank_width != t.nodes[b].rank_width)
-      throw "staticgrad: add<A, B> needs A and B of the same per-token width";
+    if (!same_width(t, op_name, name, a, b)) return 0;
     return t.add({.kind = op_kind::add, .name = name, .in = {a, b, -1}, .n_in = 2,
                   .width = t.nodes[a].width, .rank_width = t.nodes[a].rank_width, .inplace = InPlace});
   }
@@ -23,7 +22,7 @@ template <> struct op_traits<op_kind::add> {
   static constexpr std::string_view name = "add";
   static constexpr fusion_class fusion = fusion_class::pointwise;
   static constexpr fusion_class bwd_fusion = fusion_class::pointwise;
-  static constexpr saves_desc saves{};
+  static constexpr backward_reads reads{};  // da = db = dy: reads nothing
   static constexpr std::array<bool, max_inputs> grad_in{true, true, false};
   static constexpr std::array<bool, max_inputs> identity_grad{true, true, false};
 };
@@ -43,9 +42,12 @@ inline void add_row_forward(const row_args<S>& r) {
 }
 template <class S>
 inline void add_row_backward(const row_grad_args<S>& g) {
-  for (int k = 0; k < 2; ++k)
-    if (g.din[k])
-      for (int i = 0; i < g.fwd.width; ++i) put_grad(g.din[k], i, g.dy[i], g.acc[k]);
+  // dy is read before it is written (a gradient may share its slot with dy).
+  for (int i = 0; i < g.fwd.width; ++i) {
+    const S dy = g.dy[i];
+    for (int k = 0; k < 2; ++k)
+      if (g.din[k]) put_grad(g.din[k], i, dy, g.acc[k]);
+  }
 }
 
 }  // namespace staticgrad

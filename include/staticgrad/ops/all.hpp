@@ -20,15 +20,28 @@ struct traits_value {
   std::string_view name;
   fusion_class fusion;
   fusion_class bwd_fusion;
-  saves_desc saves;
+  backward_reads reads;  // per input gradient, and always (op_traits.hpp)
+  saves_desc saves;      // union of `reads`: everything a step of this op may read
   std::array<bool, max_inputs> grad_in;
   std::array<bool, max_inputs> identity_grad;
 };
 
+constexpr saves_desc union_of(const backward_reads& r) {
+  saves_desc s{};
+  auto take = [&](const reads_desc& d) {
+    for (int k = 0; k < max_inputs; ++k) s.in[k] = s.in[k] || d.in[k];
+    s.out = s.out || d.out;
+    s.aux = s.aux || d.aux;
+  };
+  take(r.always);
+  for (const auto& g : r.grad) take(g);
+  return s;
+}
+
 template <op_kind K>
 constexpr traits_value traits_of_kind() {
   using T = op_traits<K>;
-  return {T::name, T::fusion, T::bwd_fusion, T::saves, T::grad_in, T::identity_grad};
+  return {T::name, T::fusion, T::bwd_fusion, T::reads, union_of(T::reads), T::grad_in, T::identity_grad};
 }
 
 constexpr traits_value traits_of(op_kind k) {

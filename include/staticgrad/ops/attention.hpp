@@ -5,7 +5,9 @@
 //   query head j reads KV head j / (Heads / KvHeads); scale 1/sqrt(HeadDim);
 //   softmax in f32. The aux output is the log-sum-exp per query row and head
 //   ([T, Heads], f32), so backward recomputes probabilities without storing
-//   them (flash-attention style). Saves q, k, v, y and the log-sum-exp.
+//   them (flash-attention style). Backward: P = exp(s q k^T - lse) needs q, k
+//   and the log-sum-exp; dv = P^T dy needs only those; dq and dk also need v
+//   (dP = dy v^T) and y (D = rowsum(dy * y)).
 #include "staticgrad/ops/op_traits.hpp"
 
 namespace staticgrad {
@@ -19,9 +21,9 @@ struct attention_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int q = lower_child<Q>(t, name.view()), k = lower_child<K>(t, name.view()), v = lower_child<V>(t, name.view());
-    if (t.nodes[q].width != Heads * HeadDim) throw "staticgrad: attention<...>: Q's width is not Heads * HeadDim";
-    if (t.nodes[k].width != KvHeads * HeadDim) throw "staticgrad: attention<...>: K's width is not KvHeads * HeadDim";
-    if (t.nodes[v].width != KvHeads * HeadDim) throw "staticgrad: attention<...>: V's width is not KvHeads * HeadDim";
+    if (!width_is(t, op_name, name, q, Heads * HeadDim) || !width_is(t, op_name, name, k, KvHeads * HeadDim) ||
+        !width_is(t, op_name, name, v, KvHeads * HeadDim))
+      return 0;
     return t.add({.kind = op_kind::attention, .name = name, .in = {q, k, v}, .n_in = 3, .width = Heads * HeadDim,
                   .attr = {Heads, KvHeads, HeadDim, 0}, .aux_width = Heads, .aux_store = storage::stat});
   }
@@ -31,7 +33,8 @@ template <> struct op_traits<op_kind::attention> {
   static constexpr std::string_view name = "attention";
   static constexpr fusion_class fusion = fusion_class::anchor;
   static constexpr fusion_class bwd_fusion = fusion_class::anchor;
-  static constexpr saves_desc saves{.in = {true, true, true}, .out = true, .aux = true};
+  static constexpr reads_desc all{.in = {true, true, true}, .out = true, .aux = true};
+  static constexpr backward_reads reads{.grad = {all, all, reads_desc{.in = {true, true, false}, .aux = true}}};  // dq, dk, dv
   static constexpr std::array<bool, max_inputs> grad_in{true, true, true};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

@@ -13,8 +13,8 @@ struct bias_add_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int x = lower_child<X>(t, name.view()), b = lower_child<Bias>(t, name.view());
-    if (t.nodes[b].kind != op_kind::frozen_vector) throw "staticgrad: bias_add<X, B> needs B = vec<name, W>";
-    if (t.nodes[x].width != t.nodes[b].width) throw "staticgrad: bias_add<X, B>: the bias width differs from X's width";
+    if (!kind_is(t, op_name, name, b, op_kind::frozen_vector, "vec<name, W>") || !fits_operand(t, op_name, name, b, x))
+      return 0;
     return t.add({.kind = op_kind::bias_add, .name = name, .in = {x, b, -1}, .n_in = 2,
                   .width = t.nodes[x].width, .inplace = InPlace});
   }
@@ -24,7 +24,7 @@ template <> struct op_traits<op_kind::bias_add> {
   static constexpr std::string_view name = "bias_add";
   static constexpr fusion_class fusion = fusion_class::pointwise;
   static constexpr fusion_class bwd_fusion = fusion_class::pointwise;
-  static constexpr saves_desc saves{};
+  static constexpr backward_reads reads{};  // dx = dy
   static constexpr std::array<bool, max_inputs> grad_in{true, false, false};
   static constexpr std::array<bool, max_inputs> identity_grad{true, false, false};
 };

@@ -19,9 +19,9 @@ struct lm_head_ce_node {
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int x = lower_child<X>(t, name.view()), w = lower_child<W>(t, name.view()),
               y = lower_child<Targets>(t, name.view());
-    if (t.nodes[w].kind != op_kind::frozen_matrix || t.nodes[w].cols != t.nodes[x].width)
-      throw "staticgrad: lm_head_cross_entropy<X, W, Targets>: W must be frozen_rows<name, width of X>";
-    if (t.nodes[y].kind != op_kind::token_ids) throw "staticgrad: lm_head_cross_entropy<X, W, Targets>: Targets must be token_ids<name>";
+    if (!kind_is(t, op_name, name, w, op_kind::frozen_matrix, "frozen_rows<name, H>") ||
+        !fits_operand(t, op_name, name, w, x) || !kind_is(t, op_name, name, y, op_kind::token_ids, "token_ids<name>"))
+      return 0;
     return t.add({.kind = op_kind::lm_head_ce, .name = name, .in = {x, w, y}, .n_in = 3, .width = 1,
                   .store = storage::stat});
   }
@@ -31,7 +31,7 @@ template <> struct op_traits<op_kind::lm_head_ce> {
   static constexpr std::string_view name = "lm_head_cross_entropy";
   static constexpr fusion_class fusion = fusion_class::anchor;
   static constexpr fusion_class bwd_fusion = fusion_class::anchor;
-  static constexpr saves_desc saves{.in = {true, false, true}};
+  static constexpr backward_reads reads{.grad = {reads_desc{.in = {true, false, true}}}};  // dx: x, targets
   static constexpr std::array<bool, max_inputs> grad_in{true, false, false};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

@@ -13,8 +13,9 @@ struct embedding_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int ids = lower_child<Ids>(t, name.view()), w = lower_child<Table>(t, name.view());
-    if (t.nodes[ids].kind != op_kind::token_ids) throw "staticgrad: embedding<Ids, Table> needs Ids = token_ids<name>";
-    if (t.nodes[w].kind != op_kind::frozen_matrix) throw "staticgrad: embedding<Ids, Table> needs Table = frozen_rows<name, H>";
+    if (!kind_is(t, op_name, name, ids, op_kind::token_ids, "token_ids<name>") ||
+        !kind_is(t, op_name, name, w, op_kind::frozen_matrix, "frozen_rows<name, H>"))
+      return 0;
     return t.add({.kind = op_kind::embedding, .name = name, .in = {ids, w, -1}, .n_in = 2, .width = t.nodes[w].cols});
   }
 };
@@ -23,7 +24,7 @@ template <> struct op_traits<op_kind::embedding> {
   static constexpr std::string_view name = "embedding";
   static constexpr fusion_class fusion = fusion_class::anchor;
   static constexpr fusion_class bwd_fusion = fusion_class::anchor;
-  static constexpr saves_desc saves{};
+  static constexpr backward_reads reads{};  // no backward (the table is frozen)
   static constexpr std::array<bool, max_inputs> grad_in{};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

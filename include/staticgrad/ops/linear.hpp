@@ -14,9 +14,11 @@ struct linear_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int x = lower_child<X>(t, name.view()), w = lower_child<W>(t, name.view());
-    if (t.nodes[w].kind != op_kind::frozen_matrix) throw "staticgrad: linear<X, W> needs W = frozen<name, Out, In>";
-    if (t.nodes[w].width == 0) throw "staticgrad: linear<X, W>: W has a run-time row count; use it in lm_head_cross_entropy";
-    if (t.nodes[x].width != t.nodes[w].cols) throw "staticgrad: linear<X, W>: X's width differs from W's In";
+    if (!kind_is(t, op_name, name, w, op_kind::frozen_matrix, "frozen<name, Out, In>")) return 0;
+    if (t.nodes[w].width == 0)  // run-time rows: only lm_head_cross_entropy takes them
+      return t.fail({.kind = graph_error_kind::operand_kind, .op = op_label(op_name, name.view()), .a = t.nodes[w].name,
+                     .found = leaf_text(t.nodes[w]), .expected = name_buf("frozen<name, Out, In> (static Out)")});
+    if (!fits_operand(t, op_name, name, w, x)) return 0;
     return t.add({.kind = op_kind::linear, .name = name, .in = {x, w, -1}, .n_in = 2, .width = t.nodes[w].width});
   }
 };
@@ -25,7 +27,7 @@ template <> struct op_traits<op_kind::linear> {
   static constexpr std::string_view name = "linear";
   static constexpr fusion_class fusion = fusion_class::gemm;
   static constexpr fusion_class bwd_fusion = fusion_class::gemm;
-  static constexpr saves_desc saves{};
+  static constexpr backward_reads reads{};  // dx = dy W
   static constexpr std::array<bool, max_inputs> grad_in{true, false, false};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

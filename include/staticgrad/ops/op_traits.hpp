@@ -2,12 +2,14 @@
 // The contract every op header fulfils (ops/<op>.hpp):
 //
 //   1. a DSL node template (e.g. rmsnorm<X, W>) whose `lower` adds a node_desc
-//      with its static shape checks;
+//      after its static shape checks (the checks below, which record a
+//      graph_error naming the binding, the op and the values instead of throwing);
 //   2. `op_traits<op_kind::K>`: its name, how it fuses (forward and backward),
-//      which of its inputs / output / auxiliary output backward reads (the
-//      saved set is the union of these over the graph), which inputs receive
-//      gradients and whether that gradient is the output gradient unchanged
-//      (then autodiff aliases it instead of running a kernel);
+//      what its backward reads of the forward pass *per input gradient* (and
+//      what it reads whenever it runs: LoRA's dA, dB), so that the saved set
+//      is the union over the gradients a graph's backward actually computes;
+//      which inputs receive gradients and whether that gradient is the output
+//      gradient unchanged (then autodiff aliases it instead of running a kernel);
 //   3. for pointwise and row ops, `row_forward` / `row_backward` functors over
 //      one token's row, used by the CPU fused loops (backend/cpu) and built on
 //      element functors that the CUDA fused kernels (backend/cuda) share.
@@ -34,10 +36,29 @@ struct runtime_config {
 
 namespace graph {
 
+// What one backward computation reads of the forward pass.
+struct reads_desc {
+  std::array<bool, max_inputs> in{};  // input k
+  bool out = false;                   // the output
+  bool aux = false;                   // the auxiliary output
+};
+
+// What an op's backward step reads: `grad[k]` to compute the gradient of
+// input k, `always` whenever the step runs (parameter gradients, which every
+// step of a lora op computes). The saved set of a graph is the union, over its
+// backward steps, of `always` and of grad[k] for each k whose gradient the
+// step computes (autodiff.hpp): mul<a, e> with e needing no gradient saves e
+// (for da = dy * e), not a.
+struct backward_reads {
+  std::array<reads_desc, max_inputs> grad{};
+  reads_desc always{};
+};
+
+// Everything a step may read (the union over backward_reads).
 struct saves_desc {
-  std::array<bool, max_inputs> in{};  // backward reads input k
-  bool out = false;                   // backward reads the output
-  bool aux = false;                   // backward reads the auxiliary output
+  std::array<bool, max_inputs> in{};
+  bool out = false;
+  bool aux = false;
 };
 
 template <op_kind K>
@@ -49,7 +70,7 @@ struct op_traits {
 struct leaf_traits {
   static constexpr fusion_class fusion = fusion_class::leaf;
   static constexpr fusion_class bwd_fusion = fusion_class::leaf;
-  static constexpr saves_desc saves{};
+  static constexpr backward_reads reads{};
   static constexpr std::array<bool, max_inputs> grad_in{};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };
@@ -58,6 +79,62 @@ template <> struct op_traits<op_kind::token_ids> : leaf_traits { static constexp
 template <> struct op_traits<op_kind::frozen_matrix> : leaf_traits { static constexpr std::string_view name = "frozen"; };
 template <> struct op_traits<op_kind::frozen_vector> : leaf_traits { static constexpr std::string_view name = "vec"; };
 template <> struct op_traits<op_kind::lora_adapter> : leaf_traits { static constexpr std::string_view name = "lora_params"; };
+
+// ---- lowering checks ----------------------------------------------------------
+// Each records a graph_error under the current binding (the first one wins)
+// and returns false; an op's `lower` then returns without adding itself.
+
+// Operands a and b of one op must have the same per-token width.
+template <int N>
+constexpr bool same_width(node_table<N>& t, std::string_view op, const name_buf& name, int a, int b) {
+  if (t.failed()) return false;
+  const auto &na = t.nodes[a], &nb = t.nodes[b];
+  if (na.width == nb.width && na.rank_width == nb.rank_width) return true;
+  t.fail({.kind = graph_error_kind::widths_differ, .op = op_label(op, name.view()), .a = na.name, .b = nb.name,
+          .wa = na.width, .wb = nb.width});
+  return false;
+}
+
+// Operand a must have width `want` (or a multiple of it).
+template <int N>
+constexpr bool width_is(node_table<N>& t, std::string_view op, const name_buf& name, int a, int want, bool multiple = false) {
+  if (t.failed()) return false;
+  const int w = t.nodes[a].width;
+  if (multiple ? w % want == 0 : w == want) return true;
+  t.fail({.kind = multiple ? graph_error_kind::operand_width_multiple : graph_error_kind::operand_width,
+          .op = op_label(op, name.view()), .a = t.nodes[a].name, .wa = w, .wb = want});
+  return false;
+}
+
+// Operand a must be a leaf of kind k (a parameter, or token ids); `expected`
+// says what to write, e.g. "vec<name, W>".
+template <int N>
+constexpr bool kind_is(node_table<N>& t, std::string_view op, const name_buf& name, int a, op_kind k,
+                       std::string_view expected) {
+  if (t.failed()) return false;
+  const auto& n = t.nodes[a];
+  if (n.kind == k) return true;
+  t.fail({.kind = graph_error_kind::operand_kind, .op = op_label(op, name.view()), .a = n.name,
+          .found = is_leaf_kind(n.kind) ? leaf_text(n) : name_buf("an op's output"), .expected = expected});
+  return false;
+}
+
+// Parameter p (a matrix [Out, In] or a vector [W]) must fit operand x: In
+// (or W) equal to x's width.
+template <int N>
+constexpr bool fits_operand(node_table<N>& t, std::string_view op, const name_buf& name, int p, int x) {
+  if (t.failed()) return false;
+  const auto &np = t.nodes[p], &nx = t.nodes[x];
+  const bool vector = np.kind == op_kind::frozen_vector;
+  if ((vector ? np.width : np.cols) == nx.width) return true;
+  name_buf want;
+  if (vector) want.append("[").append_int(nx.width).append("]");
+  else want.append(np.width ? "[Out, " : "[rows, ").append_int(nx.width).append("]");
+  name_buf found = leaf_text(np);
+  t.fail({.kind = graph_error_kind::parameter_shape, .op = op_label(op, name.view()), .a = np.name, .b = nx.name,
+          .wb = nx.width, .found = found, .expected = want});
+  return false;
+}
 
 }  // namespace graph
 

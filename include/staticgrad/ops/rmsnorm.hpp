@@ -17,8 +17,8 @@ struct rmsnorm_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int x = lower_child<X>(t, name.view()), w = lower_child<W>(t, name.view());
-    if (t.nodes[w].kind != op_kind::frozen_vector) throw "staticgrad: rmsnorm<X, W> needs W = vec<name, width>";
-    if (t.nodes[x].width != t.nodes[w].width) throw "staticgrad: rmsnorm<X, W>: the weight width differs from X's width";
+    if (!kind_is(t, op_name, name, w, op_kind::frozen_vector, "vec<name, W>") || !fits_operand(t, op_name, name, w, x))
+      return 0;
     return t.add({.kind = op_kind::rmsnorm, .name = name, .in = {x, w, -1}, .n_in = 2,
                   .width = t.nodes[x].width, .aux_width = 1, .aux_store = storage::stat});
   }
@@ -28,7 +28,7 @@ template <> struct op_traits<op_kind::rmsnorm> {
   static constexpr std::string_view name = "rmsnorm";
   static constexpr fusion_class fusion = fusion_class::row;
   static constexpr fusion_class bwd_fusion = fusion_class::row;
-  static constexpr saves_desc saves{.in = {true, false, false}, .aux = true};
+  static constexpr backward_reads reads{.grad = {reads_desc{.in = {true, false, false}, .aux = true}}};  // dx: x, 1/rms
   static constexpr std::array<bool, max_inputs> grad_in{true, false, false};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

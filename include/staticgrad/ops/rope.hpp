@@ -19,7 +19,7 @@ struct rope_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int x = lower_child<X>(t, name.view());
-    if (t.nodes[x].width % HeadDim != 0) throw "staticgrad: rope<X, HeadDim>: X's width is not a multiple of the head dimension";
+    if (!width_is(t, op_name, name, x, HeadDim, true)) return 0;
     return t.add({.kind = op_kind::rope, .name = name, .in = {x, -1, -1}, .n_in = 1,
                   .width = t.nodes[x].width, .inplace = InPlace, .attr = {HeadDim, 0, 0, 0}});
   }
@@ -29,7 +29,7 @@ template <> struct op_traits<op_kind::rope> {
   static constexpr std::string_view name = "rope";
   static constexpr fusion_class fusion = fusion_class::row;
   static constexpr fusion_class bwd_fusion = fusion_class::row;
-  static constexpr saves_desc saves{};
+  static constexpr backward_reads reads{};  // dx: the inverse rotation of dy
   static constexpr std::array<bool, max_inputs> grad_in{true, false, false};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

@@ -24,7 +24,7 @@ template <> struct op_traits<op_kind::silu> {
   static constexpr std::string_view name = "silu";
   static constexpr fusion_class fusion = fusion_class::pointwise;
   static constexpr fusion_class bwd_fusion = fusion_class::pointwise;
-  static constexpr saves_desc saves{.in = {true, false, false}};
+  static constexpr backward_reads reads{.grad = {reads_desc{.in = {true, false, false}}}};  // dx needs x
   static constexpr std::array<bool, max_inputs> grad_in{true, false, false};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };

@@ -1,7 +1,9 @@
 #pragma once
 // swiglu<G, U>: m = silu(g) * u, g and u [T, I] (the Qwen2 MLP activation).
-// Pointwise. Saves g and u; backward, with sg = sigmoid(g):
-//   dg = dm * u * sg * (1 + g (1 - sg)),   du = dm * g * sg.
+// Pointwise. Backward, with sg = sigmoid(g):
+//   dg = dm * u * sg * (1 + g (1 - sg))  (reads g and u),
+//   du = dm * g * sg                     (reads g only),
+// so u is saved only where the gate's gradient is computed.
 #include <cmath>
 
 #include "staticgrad/core/math.hpp"
@@ -16,7 +18,7 @@ struct swiglu_node {
   template <int N>
   static constexpr int lower(node_table<N>& t, name_buf name) {
     const int g = lower_child<G>(t, name.view()), u = lower_child<U>(t, name.view());
-    if (t.nodes[g].width != t.nodes[u].width) throw "staticgrad: swiglu<G, U> needs gate and up of the same width";
+    if (!same_width(t, op_name, name, g, u)) return 0;
     return t.add({.kind = op_kind::swiglu, .name = name, .in = {g, u, -1}, .n_in = 2, .width = t.nodes[g].width});
   }
 };
@@ -25,7 +27,8 @@ template <> struct op_traits<op_kind::swiglu> {
   static constexpr std::string_view name = "swiglu";
   static constexpr fusion_class fusion = fusion_class::pointwise;
   static constexpr fusion_class bwd_fusion = fusion_class::pointwise;
-  static constexpr saves_desc saves{.in = {true, true, false}};
+  static constexpr backward_reads reads{.grad = {reads_desc{.in = {true, true, false}},    // dg
+                                                 reads_desc{.in = {true, false, false}}}};  // du
   static constexpr std::array<bool, max_inputs> grad_in{true, true, false};
   static constexpr std::array<bool, max_inputs> identity_grad{};
 };
@@ -37,10 +40,14 @@ struct swiglu_fn {
   template <class F> SG_HD static F sigmoid(F x) { return F(1) / (F(1) + math::exp(-x)); }
   template <class F> SG_HD static F forward(F g, F u) { return g * sigmoid(g) * u; }
   template <class F> SG_HD static void backward(F dm, F g, F u, F& dg, F& du) {
-    const F sg = sigmoid(g);
-    dg = dm * u * sg * (F(1) + g * (F(1) - sg));
-    du = dm * g * sg;
+    dg = backward_gate(dm, g, u);
+    du = backward_up(dm, g);
   }
+  template <class F> SG_HD static F backward_gate(F dm, F g, F u) {
+    const F sg = sigmoid(g);
+    return dm * u * sg * (F(1) + g * (F(1) - sg));
+  }
+  template <class F> SG_HD static F backward_up(F dm, F g) { return dm * g * sigmoid(g); }
 };
 
 template <class S>
@@ -49,9 +56,13 @@ inline void swiglu_row_forward(const row_args<S>& a) {
 }
 template <class S>
 inline void swiglu_row_backward(const row_grad_args<S>& g) {
+  // u (in[1]) is only saved, and only read, when dg is computed. Both
+  // gradients are computed before either is written: a gradient may share
+  // its slot with dy (buffer_plan.hpp, row-local reuse).
   for (int i = 0; i < g.fwd.width; ++i) {
-    S dg, du;
-    swiglu_fn::backward(g.dy[i], g.fwd.in[0][i], g.fwd.in[1][i], dg, du);
+    const S dm = g.dy[i], x = g.fwd.in[0][i];
+    const S dg = g.din[0] ? swiglu_fn::backward_gate(dm, x, g.fwd.in[1][i]) : S(0);
+    const S du = g.din[1] ? swiglu_fn::backward_up(dm, x) : S(0);
     if (g.din[0]) put_grad(g.din[0], i, dg, g.acc[0]);
     if (g.din[1]) put_grad(g.din[1], i, du, g.acc[1]);
   }
