@@ -3,6 +3,7 @@
 // model (models::qwen2_model<S>, the heavy template) is instantiated once:
 // every command goes through run_model_command<S>. See docs/cli.md.
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
@@ -129,6 +130,10 @@ model_response run_model_command(const model_request& r) {
   auto g = io::make_lora_adapter(adapter.config, cfg);
   model->attach(&adapter, grads ? &g : nullptr);
   const auto fl = train::evaluate_file(*model, xs, r.data, grads);
+  if (!std::isfinite(fl.loss_sum)) {  // exit 1, naming the weight at fault when there is one
+    io::checkpoint::open(r.model).require_finite();
+    throw error("the loss is not finite (NaN or infinity) though every weight is finite", {r.data, "loss", {}});
+  }
   if (grads) {
     std::vector<io::tensor_data> ts;
     for (std::int64_t l = 0; l < g.num_layers; ++l)

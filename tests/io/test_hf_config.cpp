@@ -101,6 +101,50 @@ TEST_CASE("malformed config.json: errors name the file and the key") {
   SG_CHECK_ERROR(read_hf_config(dir.path), "duplicate key", "config.json", "hidden_size");
 }
 
+TEST_CASE("config sizes are bounded; deep nesting and NUL bytes are refused at parse time") {
+  auto with = [](auto edit) {
+    json j = json::parse(qwen25_05b);
+    edit(j);
+    return parse_hf_config(j, "cfg.json");
+  };
+  // Each size at its stated maximum is accepted (mutation check on the
+  // bound), one above it is refused naming the key and the limit.
+  const std::vector<std::pair<const char*, std::int64_t>> limits = {
+      {"hidden_size", max_config_width},       {"intermediate_size", max_config_width},
+      {"num_hidden_layers", max_config_layers}, {"vocab_size", max_config_vocab},
+      {"head_dim", max_config_width},           {"max_position_embeddings", max_config_positions}};
+  for (const auto& [key, max] : limits) {
+    INFO(key);
+    auto set = [&](json& j, std::int64_t v) {
+      if (std::string(key) != "head_dim") j["head_dim"] = 64;  // no divisibility rule in the way
+      j[key] = v;
+    };
+    CHECK_NOTHROW(with([&](json& j) { set(j, max); }));
+    SG_CHECK_ERROR(with([&](json& j) { set(j, max + 1); }), "exceeds the limit of " + std::to_string(max), "cfg.json",
+                   key);
+  }
+  SG_CHECK_ERROR(with([](json& j) { j["num_attention_heads"] = std::int64_t(1) << 62; }), "exceeds the limit",
+                 "cfg.json", "num_attention_heads");
+  SG_CHECK_ERROR(with([](json& j) { j["vocab_size"] = 18446744073709551615ull; }), "out of range", "cfg.json",
+                 "vocab_size");
+  // An unknown key nested 140000 deep once overflowed the stack when copied
+  // into `raw`; now the parser stops at max_json_depth.
+  sg_test::scratch_dir dir;
+  std::string text = qwen25_05b;
+  text.insert(text.find('{') + 1, "\"x\":" + std::string(140000, '[') + std::string(140000, ']') + ",");
+  sg_test::write_bytes(dir / "config.json", text);
+  SG_CHECK_ERROR(read_hf_config(dir.path), "nested deeper than 128", "config.json", "");
+  // Nested to the limit, an unknown key is kept by the writer.
+  text = qwen25_05b;
+  text.insert(text.find('{') + 1, "\"x\":" + std::string(120, '[') + std::string(120, ']') + ",");
+  sg_test::write_bytes(dir / "config.json", text);
+  CHECK(to_json(read_hf_config(dir.path))["x"].is_array());
+  text = qwen25_05b;
+  text.insert(text.rfind('}'), std::string("\0", 1));
+  sg_test::write_bytes(dir / "config.json", text);
+  SG_CHECK_ERROR(read_hf_config(dir.path), "NUL byte", "config.json", "");
+}
+
 TEST_CASE("write then read: both spellings written, unknown keys kept") {
   sg_test::scratch_dir dir;
   hf_config c = parse_hf_config(json::parse(qwen25_05b), "q.json");

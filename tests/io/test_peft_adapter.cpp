@@ -153,6 +153,92 @@ TEST_CASE("adapter validation errors name the tensor or key") {
   SG_CHECK_ERROR(read_peft_adapter(ad, mc), "missing adapter_model.safetensors", "adapter_model.safetensors", "");
 }
 
+TEST_CASE("ranks, sizes and values from the files are bounded before use") {
+  const auto src = sg_fixtures::hf_fixture_dir("untied_v256_l2_r8_rslora_subset");
+  const hf_config mc = read_hf_config(src);
+  const lora_adapter good = read_peft_adapter(src / "adapter", mc);
+  sg_test::scratch_dir dir;
+  const auto ad = dir / "adapter";
+  auto with_config = [&](auto edit) {
+    write_peft_adapter(ad, good, mc);
+    json j = read_json_file(ad / "adapter_config.json");
+    edit(j);
+    sg_test::write_bytes(ad / "adapter_config.json", j.dump());
+    return read_peft_adapter(ad, mc);
+  };
+  // r = 2^62 once overflowed r * in (signed, UB); r = 1e9 tried a huge
+  // allocation before the file was looked at. Both now fail on the bound.
+  SG_CHECK_ERROR(with_config([](json& j) { j["r"] = std::int64_t(1) << 62; }), "exceeds the limit of 65536",
+                 "adapter_config.json", "r");
+  SG_CHECK_ERROR(with_config([](json& j) { j["r"] = 1000000000; }), "exceeds the limit", "adapter_config.json", "r");
+  SG_CHECK_ERROR(with_config([](json& j) { j["r"] = 18446744073709551615ull; }), "out of range", "adapter_config.json", "r");
+  // Within the bound, a wrong r fails on the file's shapes, before allocating.
+  SG_CHECK_ERROR(with_config([](json& j) { j["r"] = 65536; }), "shape mismatch", "adapter_model.safetensors",
+                 "base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight");
+  // An unknown key nested 150000 deep once overflowed the stack when the raw
+  // document was copied; the parser now stops at the depth limit.
+  write_peft_adapter(ad, good, mc);
+  std::string text = sg_test::read_bytes(ad / "adapter_config.json");
+  text.insert(1, "\"deep\":" + std::string(150000, '[') + std::string(150000, ']') + ",");
+  sg_test::write_bytes(ad / "adapter_config.json", text);
+  SG_CHECK_ERROR(read_peft_adapter(ad, mc), "nested deeper than 128", "adapter_config.json", "");
+  // Sizes handed in directly (a --lora-r flag): bound and memory checked first.
+  lora_config huge = good.config;
+  huge.r = std::int64_t(1) << 40;
+  SG_CHECK_ERROR(make_lora_adapter(huge, mc), "outside the accepted range [1, 65536]", "", "r");
+  hf_config wide = mc;  // a config within its own bounds whose adapter would not fit any machine
+  wide.hidden_size = wide.intermediate_size = max_config_width;
+  wide.num_hidden_layers = max_config_layers;
+  huge.r = max_lora_rank;
+  SG_CHECK_ERROR(make_lora_adapter(huge, wide), "MiB of memory of this machine", "", "r");
+  // Integer LoRA weights are refused, not converted by value.
+  write_peft_adapter(ad, good, mc);
+  {
+    safetensors_file f(ad / "adapter_model.safetensors");
+    std::vector<tensor_data> ts;
+    std::vector<std::vector<std::int32_t>> store;
+    store.reserve(f.tensors().size());
+    for (const auto& t : f.tensors()) {
+      if (t.name == lora_key(1, lora_target::o_proj, 'B')) {
+        auto& v = store.emplace_back(std::size_t(t.numel()), 7);
+        ts.push_back({t.name, st_dtype::i32, t.shape, std::as_bytes(std::span<const std::int32_t>(v))});
+      } else {
+        ts.push_back({t.name, t.dtype, t.shape, t.bytes});
+      }
+    }
+    const auto tmp = dir / "int.safetensors";
+    write_safetensors(tmp, std::move(ts), f.metadata());
+    std::filesystem::rename(tmp, ad / "adapter_model.safetensors");
+  }
+  SG_CHECK_ERROR(read_peft_adapter(ad, mc), "must be F32, BF16 or F16, got I32", "adapter_model.safetensors",
+                 lora_key(1, lora_target::o_proj, 'B'));
+}
+
+TEST_CASE("a NaN or infinity in an adapter is refused by default, naming the tensor") {
+  const auto src = sg_fixtures::hf_fixture_dir("untied_v256_l2_r8_rslora_subset");
+  const hf_config mc = read_hf_config(src);
+  const lora_adapter good = read_peft_adapter(src / "adapter", mc);
+  sg_test::scratch_dir dir;
+  // Mutation check over every targeted matrix: one bad element anywhere.
+  int checked = 0;
+  for (std::int64_t l = 0; l < good.num_layers; ++l)
+    for (auto t : good.config.target_modules)
+      for (char w : {'A', 'B'}) {
+        lora_adapter bad = good;
+        auto& v = w == 'A' ? bad.at(l, t).a : bad.at(l, t).b;
+        const std::size_t at = (std::size_t(l) * 7 + std::size_t(t) * 3) % v.size();
+        v[at] = (checked % 2) ? NAN : -INFINITY;
+        write_peft_adapter(dir / "ad", bad, mc);
+        SG_CHECK_ERROR(read_peft_adapter(dir / "ad", mc), "non-finite value (NaN or infinity) at element " + std::to_string(at),
+                       "adapter_model.safetensors", lora_key(l, t, w));
+        // The check can be turned off (to inspect a broken adapter).
+        const lora_adapter raw = read_peft_adapter(dir / "ad", mc, {.check_finite = false});
+        CHECK(!std::isfinite((w == 'A' ? raw.at(l, t).a : raw.at(l, t).b)[at]));
+        ++checked;
+      }
+  CHECK(checked == 2 * good.num_layers * std::int64_t(good.config.target_modules.size()));
+}
+
 TEST_CASE("scaling rule and zero-initialised shapes") {
   lora_config c;
   c.r = 16;

@@ -48,9 +48,18 @@ TEST_CASE("reads every dtype of a file written by Python safetensors") {
     const tensor_view& t = f.at(name);
     CHECK(st_dtype_name(t.dtype) == r["dtype"].get<std::string>());
     CHECK(t.shape == r["shape"].get<std::vector<std::int64_t>>());
-    const std::vector<float> v = to_f32(t);
-    REQUIRE(v.size() == r["values"].size());
-    for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == static_cast<float>(ref_value(r["values"][i])));
+    if (is_float_dtype(t.dtype)) {
+      const std::vector<float> v = to_f32(t);
+      REQUIRE(v.size() == r["values"].size());
+      for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == static_cast<float>(ref_value(r["values"][i])));
+      SG_CHECK_ERROR(to_i64(t), "expected an integer tensor", "mixed.safetensors", name);
+    } else {  // integers are read exactly, and never as weights
+      const std::vector<std::int64_t> v = to_i64(t);
+      REQUIRE(v.size() == r["values"].size());
+      for (std::size_t i = 0; i < v.size(); ++i) CHECK(v[i] == r["values"][i].get<std::int64_t>());
+      SG_CHECK_ERROR(to_f32(t), "expected a floating-point tensor", "mixed.safetensors", name);
+      SG_CHECK_ERROR(to_bf16(t), "declares " + std::string(st_dtype_name(t.dtype)), "mixed.safetensors", name);
+    }
   }
   // i64 read bit-exactly too (to_f32 of large ints would round).
   const tensor_view& e = f.at("e.i64");
@@ -151,8 +160,8 @@ TEST_CASE("malformed headers are rejected with the file and tensor named") {
   bad(craft(ok, 8, 1000), "runs past the end of the file", "");
   bad(craft(ok, 8, 1ull << 40), "exceeds the limit", "");
   bad(craft(ok, 7), "run past the data section", "t");  // truncated data
-  bad(craft("{not json", 0), "invalid JSON", "");
-  bad(craft("[1,2]", 0), "must be a JSON object", "");
+  bad(craft("{not json}", 0), "invalid JSON", "");
+  bad(craft("[1,2]", 0), "must be a JSON object starting with '{'", "");
   bad(craft(R"({"t":5})", 0), "must be an object", "t");
   bad(craft(R"({"t":{"dtype":"F64","shape":[1],"data_offsets":[0,8]}})", 8), "unsupported dtype \"F64\"", "t");
   bad(craft(R"({"t":{"shape":[1],"data_offsets":[0,4]}})", 4), "dtype", "t");
@@ -238,7 +247,10 @@ TEST_CASE("fuzz: random byte flips and truncations only ever throw staticgrad::e
       auto p = parse_str(s);
       double sink = 0;  // touch every byte of every tensor, like a loader would
       for (const auto& t : p.tensors)
-        for (float x : to_f32(t)) sink += x;
+        if (is_float_dtype(t.dtype))
+          for (float x : to_f32(t)) sink += x;
+        else
+          for (auto x : to_i64(t)) sink += double(x);
       (void)sink;
       ++accepted;
     } catch (const staticgrad::error&) {
@@ -250,4 +262,133 @@ TEST_CASE("fuzz: random byte flips and truncations only ever throw staticgrad::e
   MESSAGE("fuzz: " << accepted << " accepted, " << rejected << " rejected");
   CHECK(rejected > 0);
   CHECK(accepted > 0);
+}
+
+// ---- bounded inputs and the format's layout (issue: fuzzed, sanitized) ------
+
+namespace {
+// A valid file from the writer whose header needs padding (its JSON length is
+// not a multiple of 8), with the index of the first padding byte.
+std::pair<std::string, std::size_t> padded_file(const sg_test::scratch_dir& dir) {
+  std::vector<float> a = {1.f, 2.f, 3.f};
+  std::vector<bf16> b = {bf16(4.f)};
+  for (std::string name = "w"; name.size() < 16; name += "x") {
+    const auto path = dir / "padded.safetensors";
+    write_safetensors(path, {f32_tensor(name, {3}, a), bf16_tensor("b", {1}, b)});
+    std::string raw = sg_test::read_bytes(path);
+    std::uint64_t n;
+    std::memcpy(&n, raw.data(), 8);
+    const std::size_t last = raw.find_last_not_of(' ', 8 + n - 1);
+    if (last + 1 < 8 + n) return {raw, last + 1};
+  }
+  FAIL("no padded header found");
+  return {};
+}
+std::string with_length(std::string raw, std::uint64_t n) {
+  for (int i = 0; i < 8; ++i) raw[i] = static_cast<char>((n >> (8 * i)) & 0xff);
+  return raw;
+}
+}  // namespace
+
+TEST_CASE("the data starts right after the header: a length into the padding or the data is an error") {
+  sg_test::scratch_dir dir;
+  const auto [raw, pad_begin] = padded_file(dir);
+  std::uint64_t n;
+  std::memcpy(&n, raw.data(), 8);
+  REQUIRE(parse_str(raw).tensors.size() == 2);
+  // Every other length in [pad_begin - 8, n + 8] is refused (mutation check):
+  // inside the padding the tensors would shift by the difference.
+  int refused = 0;
+  for (std::uint64_t m = pad_begin - 8; m <= n + 8; ++m) {
+    if (m == n) continue;
+    INFO("header length " << m << " instead of " << n);
+    CHECK_THROWS_AS(parse_str(with_length(raw, m)), staticgrad::error);
+    ++refused;
+  }
+  CHECK(refused >= 8);
+  SG_CHECK_ERROR(parse_str(with_length(raw, n - 1)), "points into the header's padding", "crafted", "");
+  SG_CHECK_ERROR(parse_str(with_length(raw, n + 1)), "followed only by space padding", "crafted", "");
+  // Padding is spaces, as writers produce it; a newline or NUL there is not.
+  for (char c : {'\n', '\t', '\0'}) {
+    std::string s = raw;
+    s[pad_begin] = c;
+    SG_CHECK_ERROR(parse_str(s), "followed only by space padding", "crafted", "");
+  }
+}
+
+TEST_CASE("tensors cover the data section: holes and trailing bytes are refused") {
+  const std::string two = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[8,12]}})";
+  SG_CHECK_ERROR(parse_str(craft(two, 12)), "4 unused bytes before", "crafted", "b");
+  const std::string late = R"({"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})";
+  SG_CHECK_ERROR(parse_str(craft(late, 8)), "unused bytes before", "crafted", "a");
+  const std::string ok = R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  SG_CHECK_ERROR(parse_str(craft(ok, 9)), "the tensors cover 8", "crafted", "");
+  SG_CHECK_ERROR(parse_str(craft("{}", 1)), "the tensors cover 0", "crafted", "");
+  CHECK(parse_str(craft("{}", 0)).tensors.empty());
+}
+
+TEST_CASE("nesting, NUL bytes and ranks are bounded; messages stay short") {
+  // The shape nested 100000 deep once overflowed the stack while the error
+  // was formatted; now the parser stops at max_json_depth.
+  const int deep = 100000;
+  const std::string nested = R"({"t":{"dtype":"F32","data_offsets":[0,4],"shape":)" + std::string(deep, '[') +
+                             std::string(deep, ']') + "}}";
+  SG_CHECK_ERROR(parse_str(craft(nested, 4)), "nested deeper than 128", "crafted", "");
+  // 128 levels parse, 129 do not (the stated limit).
+  auto levels = [](int k) { return std::string(std::size_t(k), '[') + std::string(std::size_t(k), ']'); };
+  CHECK_NOTHROW(parse_json_strict(levels(max_json_depth), "depth.json"));
+  SG_CHECK_ERROR(parse_json_strict(levels(max_json_depth + 1), "depth.json"), "nested deeper than 128", "depth.json", "");
+  std::string objects;
+  for (int i = 0; i < deep; ++i) objects += "{\"a\":";
+  SG_CHECK_ERROR(parse_json_strict(objects, "depth.json"), "nested deeper", "depth.json", "");
+  SG_CHECK_ERROR(parse_json_bounded(objects, "depth.jsonl", 7), "nested deeper", "depth.jsonl", "(json)");
+  // A NUL byte would end nlohmann's input silently.
+  const std::string ok = R"({"t":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})";
+  SG_CHECK_ERROR(parse_json_strict(std::string("{}\0{\"x\"", 7), "nul.json"), "NUL byte at byte 3", "nul.json", "");
+  std::string with_nul = ok;
+  with_nul.insert(with_nul.size() - 1, std::string("\0", 1));
+  SG_CHECK_ERROR(parse_str(craft(with_nul, 8)), "NUL byte", "crafted", "");
+  // Rank limit, and a shape message that does not print 100000 entries.
+  std::string shape17 = "[1";
+  for (int i = 0; i < 16; ++i) shape17 += ",1";
+  SG_CHECK_ERROR(parse_str(craft(R"({"t":{"dtype":"F32","shape":)" + shape17 + R"(],"data_offsets":[0,4]}})", 4)),
+                 "17 dimensions, more than the limit of 16", "crafted", "t");
+  std::string wide = "[";
+  for (int i = 0; i < 15; ++i) wide += "1,";
+  wide += "\"x\"]";
+  try {
+    parse_str(craft(R"({"t":{"dtype":"F32","shape":)" + wide + R"(,"data_offsets":[0,4]}})", 4));
+    FAIL("accepted a string in a shape");
+  } catch (const staticgrad::error& e) {
+    CHECK(std::string(e.what()).find("got a string in [1, 1, 1, 1, 1, 1, 1, 1, ... (16 entries)]") != std::string::npos);
+  }
+}
+
+TEST_CASE("non-finite values are found and named, in every float dtype") {
+  sg_test::scratch_dir dir;
+  std::vector<float> f = {1.f, 2.f, NAN, 4.f};
+  std::vector<bf16> b = {bf16(1.f), bf16(INFINITY)};
+  std::vector<std::uint16_t> h = {0x3c00, 0x3c00, 0xfc00};  // F16 1, 1, -inf
+  std::vector<float> fine = {0.f, -0.f, 3.4e38f, 1e-45f};
+  const auto path = dir / "nan.safetensors";
+  write_safetensors(path, {f32_tensor("f", {4}, f), bf16_tensor("b", {2}, b),
+                           {"h", st_dtype::f16, {3}, std::as_bytes(std::span<const std::uint16_t>(h))},
+                           f32_tensor("fine", {2, 2}, fine)});
+  safetensors_file file(path);
+  CHECK(first_non_finite(file.at("f")) == std::optional<std::size_t>(2));
+  CHECK(first_non_finite(file.at("b")) == std::optional<std::size_t>(1));
+  CHECK(first_non_finite(file.at("h")) == std::optional<std::size_t>(2));
+  CHECK(!first_non_finite(file.at("fine")));
+  SG_CHECK_ERROR(require_finite(file.at("f")), "non-finite value (NaN or infinity) at element 2 of [4]", "nan.safetensors", "f");
+  SG_CHECK_ERROR(require_finite(file.at("h")), "element 2", "nan.safetensors", "h");
+  // The checkpoint-wide check names the first bad tensor in name order ("b").
+  SG_CHECK_ERROR(checkpoint::open(path).require_finite(), "element 1 of [2]", "nan.safetensors", "b");
+  // Mutation check: every NaN/inf position of a finite f32 tensor is caught.
+  for (std::size_t i = 0; i < fine.size(); ++i)
+    for (float bad : {NAN, INFINITY, -INFINITY}) {
+      std::vector<float> v = fine;
+      v[i] = bad;
+      write_safetensors(path, {f32_tensor("v", {4}, v)});
+      CHECK(first_non_finite(safetensors_file(path).at("v")) == std::optional<std::size_t>(i));
+    }
 }

@@ -35,6 +35,7 @@
 #include <nlohmann/json.hpp>
 
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/io/bounds.hpp"
 #include "staticgrad/io/jsonl.hpp"
 #include "staticgrad/io/tokenizer.hpp"
 
@@ -173,6 +174,16 @@ inline example render_chat(const tokenizer& tok, const std::vector<chat_turn>& t
   return ex;
 }
 
+// An integer of a JSON array as int64, without wrapping: nlohmann stores
+// integers above INT64_MAX as unsigned, and get<int64_t> would turn
+// 2^64 - 100 into -100 (the ignore label).
+inline std::int64_t json_token_id(const nlohmann::json& v, const error_context& at) {
+  require(v.is_number_integer(), "must be an integer", at);
+  if (v.is_number_unsigned() && v.get<std::uint64_t>() > std::uint64_t(INT64_MAX))
+    throw error("token id " + std::to_string(v.get<std::uint64_t>()) + " outside the vocabulary", at);
+  return v.get<std::int64_t>();
+}
+
 inline std::vector<std::int32_t> get_ids(const nlohmann::json& obj, const char* key, const tokenizer& tok,
                                          bool allow_ignore, const line_ctx& c) {
   const auto& a = obj[key];
@@ -181,8 +192,7 @@ inline std::vector<std::int32_t> get_ids(const nlohmann::json& obj, const char* 
   v.reserve(a.size());
   for (std::size_t i = 0; i < a.size(); ++i) {
     std::string field = std::string(key) + "[" + std::to_string(i) + "]";
-    require(a[i].is_number_integer(), "must be an integer", c.at(field));
-    auto x = a[i].get<std::int64_t>();
+    const auto x = json_token_id(a[i], c.at(field));
     bool ok = (x >= 0 && std::uint64_t(x) < tok.vocab_size()) || (allow_ignore && x == ignore_index);
     require(ok, "token id " + std::to_string(x) + " outside the vocabulary (0.." + std::to_string(tok.vocab_size() - 1) +
                     (allow_ignore ? ", or -100)" : ")"),
@@ -262,9 +272,31 @@ class data_loader {
   data_loader(std::vector<std::string> files, const tokenizer& tok, data_options o)
       : files_(std::move(files)), tok_(tok), o_(std::move(o)), rng_(o_.seed) {
     require(!files_.empty(), "no data files given");
-    require(o_.max_len >= 2, "max_len must be at least 2", {"", "max_len", {}});
-    require(o_.rows >= 1, "rows must be at least 1", {"", "rows", {}});
+    check_sizes(o_);
     if (o_.pack_bins == 0) o_.pack_bins = 1;
+  }
+
+  // Bounds on the options that size allocations: a batch holds rows *
+  // max_len tokens and cu_seqlens indexes them with int32.
+  static constexpr std::size_t max_seq_len = std::size_t(1) << 20;
+  static constexpr std::size_t max_batch_tokens = std::size_t(INT32_MAX);
+  static constexpr std::size_t max_buffered = std::size_t(1) << 20;  // shuffle_buffer, pack_bins
+
+  static void check_sizes(const data_options& o) {
+    require(o.max_len >= 2 && o.max_len <= max_seq_len,
+            "max_len " + std::to_string(o.max_len) + " outside [2, " + std::to_string(max_seq_len) + "]",
+            {"", "max_len", {}});
+    require(o.rows >= 1 && o.rows <= max_batch_tokens / o.max_len,
+            "rows " + std::to_string(o.rows) + " times max_len " + std::to_string(o.max_len) + " must be in [1, " +
+                std::to_string(max_batch_tokens) + "] tokens per batch",
+            {"", "rows", {}});
+    require(o.shuffle_buffer <= max_buffered, "shuffle_buffer above the limit of " + std::to_string(max_buffered),
+            {"", "shuffle_buffer", {}});
+    require(o.pack_bins <= max_buffered, "pack_bins above the limit of " + std::to_string(max_buffered),
+            {"", "pack_bins", {}});
+    require_fits_memory(std::uint64_t(o.rows) * o.max_len * 3 * sizeof(std::int32_t),
+                        "a batch of " + std::to_string(o.rows) + " rows of " + std::to_string(o.max_len) + " tokens",
+                        {"", "max_len", {}});
   }
 
   // Fills `out` with the next batch; false when the data is exhausted.

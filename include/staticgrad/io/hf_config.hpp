@@ -3,7 +3,9 @@
 //
 // Invariants of a parsed `hf_config` (each violation throws naming the file
 // and the key):
-//  - all sizes are positive; num_attention_heads % num_key_value_heads == 0
+//  - all sizes are positive and at most the stated maxima below (so every
+//    product of two of them fits in int64 and none sizes a runaway
+//    allocation); num_attention_heads % num_key_value_heads == 0
 //    (GQA groups); head_dim defaults to hidden_size / num_attention_heads,
 //    which must then divide exactly;
 //  - rope_theta > 0 and rms_norm_eps > 0, finite;
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "staticgrad/io/atomic_file.hpp"
+#include "staticgrad/io/bounds.hpp"
 #include "staticgrad/io/json_util.hpp"
 
 namespace staticgrad::io {
@@ -49,7 +52,24 @@ struct hf_config {
   std::int64_t kv_dim() const { return num_key_value_heads * head_dim; }
 };
 
+// Upper bounds on config.json sizes: far above any Qwen2 (72B: hidden 8192,
+// intermediate 29568, 80 layers, 64 heads, vocab 152064), low enough that
+// products such as vocab * hidden or layers * intermediate * hidden fit in
+// int64 without overflow.
+inline constexpr std::int64_t max_config_width = std::int64_t(1) << 20;   // hidden, intermediate, head_dim
+inline constexpr std::int64_t max_config_vocab = std::int64_t(1) << 22;   // vocab_size
+inline constexpr std::int64_t max_config_layers = 1024;                   // num_hidden_layers
+inline constexpr std::int64_t max_config_heads = 4096;                    // attention and key/value heads
+inline constexpr std::int64_t max_config_positions = std::int64_t(1) << 24;  // max_position_embeddings
+
 namespace detail {
+inline std::int64_t bounded_size(const json& j, const char* key, std::int64_t max, const std::string& file) {
+  const std::int64_t v = require_positive_int(j, key, file);
+  if (v > max)
+    throw error("value " + std::to_string(v) + " exceeds the limit of " + std::to_string(max), {file, key, {}});
+  return v;
+}
+
 inline std::optional<std::int64_t> optional_token_id(const json& j, const char* key, const std::string& file) {
   const json* v = find_key(j, key);
   if (!v || v->is_null()) return std::nullopt;
@@ -61,20 +81,20 @@ inline hf_config parse_hf_config(const json& j, const std::string& file) {
   if (!j.is_object()) throw error("config.json must be a JSON object", {file, {}, {}});
   hf_config c;
   c.raw = j;
-  c.hidden_size = require_positive_int(j, "hidden_size", file);
-  c.intermediate_size = require_positive_int(j, "intermediate_size", file);
-  c.num_hidden_layers = require_positive_int(j, "num_hidden_layers", file);
-  c.num_attention_heads = require_positive_int(j, "num_attention_heads", file);
+  c.hidden_size = detail::bounded_size(j, "hidden_size", max_config_width, file);
+  c.intermediate_size = detail::bounded_size(j, "intermediate_size", max_config_width, file);
+  c.num_hidden_layers = detail::bounded_size(j, "num_hidden_layers", max_config_layers, file);
+  c.num_attention_heads = detail::bounded_size(j, "num_attention_heads", max_config_heads, file);
   c.num_key_value_heads = find_key(j, "num_key_value_heads") && !j["num_key_value_heads"].is_null()
-                              ? require_positive_int(j, "num_key_value_heads", file)
+                              ? detail::bounded_size(j, "num_key_value_heads", max_config_heads, file)
                               : c.num_attention_heads;  // transformers' default: MHA
-  c.vocab_size = require_positive_int(j, "vocab_size", file);
+  c.vocab_size = detail::bounded_size(j, "vocab_size", max_config_vocab, file);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     throw error("num_attention_heads (" + std::to_string(c.num_attention_heads) +
                     ") must be a multiple of num_key_value_heads (" + std::to_string(c.num_key_value_heads) + ")",
                 {file, "num_key_value_heads", {}});
   if (const json* hd = find_key(j, "head_dim"); hd && !hd->is_null()) {
-    c.head_dim = require_positive_int(j, "head_dim", file);
+    c.head_dim = detail::bounded_size(j, "head_dim", max_config_width, file);
   } else {
     if (c.hidden_size % c.num_attention_heads != 0)
       throw error("hidden_size must be divisible by num_attention_heads when head_dim is absent",
@@ -128,7 +148,7 @@ inline hf_config parse_hf_config(const json& j, const std::string& file) {
     throw error("unsupported dtype \"" + c.dtype + "\" (expected float32, bfloat16 or float16)", {file, "dtype", {}});
 
   if (const json* v = find_key(j, "max_position_embeddings"); v && !v->is_null())
-    c.max_position_embeddings = require_positive_int(j, "max_position_embeddings", file);
+    c.max_position_embeddings = detail::bounded_size(j, "max_position_embeddings", max_config_positions, file);
   c.model_type = json_string(require_key(j, "model_type", file), file, "model_type");
   if (c.model_type != "qwen2")
     throw error("unsupported model_type \"" + c.model_type + "\" (expected \"qwen2\")", {file, "model_type", {}});

@@ -8,6 +8,13 @@
 //    the last one, which would let a malicious or broken header describe a
 //    tensor twice). They are detected with a parse callback that keeps one
 //    key set per open object.
+//  - Nesting deeper than `max_json_depth` (128) objects/arrays is rejected
+//    while parsing (nlohmann's parser is iterative, but copying, dumping or
+//    walking a parsed document recurses: the bound keeps every later use of
+//    a document safe). Real files nest at most 4 deep.
+//  - A NUL byte outside a string is not JSON; nlohmann's lexer would take it
+//    as the end of the input and silently ignore the rest, so it is rejected
+//    first (inside a string JSON needs it escaped as \u0000).
 //  - The typed getters check the JSON type before converting, so a wrong
 //    type is reported with the file and the key, never as a nlohmann
 //    type_error.
@@ -29,11 +36,56 @@ namespace staticgrad::io {
 
 using json = nlohmann::json;
 
-// Parses `text` as JSON; rejects syntax errors and duplicate keys.
-// `file` is used for error context only.
+// Deepest nesting of objects and arrays accepted in any JSON input.
+inline constexpr int max_json_depth = 128;
+
+namespace detail {
+// Throws unless `text` is free of NUL bytes (see the invariants above).
+inline void reject_nul_bytes(std::string_view text, const std::string& file, std::optional<std::size_t> line) {
+  const auto p = text.find('\0');
+  if (p != std::string_view::npos)
+    throw error("invalid JSON: NUL byte at byte " + std::to_string(p + 1) + " (not allowed outside strings, and "
+                "inside a string it must be written \\u0000)",
+                {file, line ? "(json)" : "", line});
+}
+// nlohmann reports the depth of an object/array start as the number of
+// containers already open; deeper than max_json_depth is refused.
+inline void check_depth(int depth, json::parse_event_t ev, const std::string& file, std::optional<std::size_t> line) {
+  if ((ev == json::parse_event_t::object_start || ev == json::parse_event_t::array_start) && depth >= max_json_depth)
+    throw error("invalid JSON: nested deeper than " + std::to_string(max_json_depth) + " objects/arrays (the limit)",
+                {file, line ? "(json)" : "", line});
+}
+// nlohmann's message starts with "[json.exception.parse_error.101] "; keep the rest.
+inline std::string json_what(const json::exception& e) {
+  const std::string what = e.what();
+  const auto p = what.find("] ");
+  return p == std::string::npos ? what : what.substr(p + 2);
+}
+}  // namespace detail
+
+// Parses `text` as JSON with the depth and NUL checks only (large documents
+// such as tokenizer.json, and data lines). `line` is for error context.
+inline json parse_json_bounded(std::string_view text, const std::string& file,
+                               std::optional<std::size_t> line = std::nullopt) {
+  detail::reject_nul_bytes(text, file, line);
+  json::parser_callback_t cb = [&](int depth, json::parse_event_t ev, json&) -> bool {
+    detail::check_depth(depth, ev, file, line);
+    return true;
+  };
+  try {
+    return json::parse(text.begin(), text.end(), cb, /*allow_exceptions=*/true, /*ignore_comments=*/false);
+  } catch (const json::exception& e) {
+    throw error("invalid JSON: " + detail::json_what(e), {file, line ? "(json)" : "", line});
+  }
+}
+
+// Parses `text` as JSON; rejects syntax errors, NUL bytes, nesting deeper
+// than max_json_depth and duplicate keys. `file` is used for error context only.
 inline json parse_json_strict(std::string_view text, const std::string& file) {
+  detail::reject_nul_bytes(text, file, std::nullopt);
   std::vector<std::set<std::string>> keys;  // one set per currently open object
-  json::parser_callback_t cb = [&](int, json::parse_event_t ev, json& parsed) -> bool {
+  json::parser_callback_t cb = [&](int depth, json::parse_event_t ev, json& parsed) -> bool {
+    detail::check_depth(depth, ev, file, std::nullopt);
     switch (ev) {
       case json::parse_event_t::object_start: keys.emplace_back(); break;
       case json::parse_event_t::object_end:

@@ -5,7 +5,11 @@
 //
 // Invariants: a trailing '\r' (CR LF files) and a UTF-8 byte order mark on the
 // first line are removed; a parse error becomes staticgrad::error naming the
-// file, the line and the field "(json)".
+// file, the line and the field "(json)". A line longer than `max_line_bytes`
+// (default 64 MiB, far above any real example) is refused while it is read,
+// so a file without newlines never reaches an unbounded allocation. A NUL
+// byte or nesting past max_json_depth is a parse error (json_util.hpp),
+// never a silently shortened line.
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -15,13 +19,17 @@
 #include <nlohmann/json.hpp>
 
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/io/json_util.hpp"
 
 namespace staticgrad::io {
+
+inline constexpr std::size_t default_max_line_bytes = std::size_t(64) << 20;
 
 class line_reader {
  public:
   // `path` "-" reads standard input.
-  explicit line_reader(std::string path) : path_(std::move(path)) {
+  explicit line_reader(std::string path, std::size_t max_line_bytes = default_max_line_bytes)
+      : path_(std::move(path)), max_line_bytes_(max_line_bytes) {
     if (path_ == "-") {
       in_ = &std::cin;
     } else {
@@ -35,7 +43,7 @@ class line_reader {
 
   // Reads the next line into `line`; false at end of file.
   bool next(std::string& line) {
-    if (!std::getline(*in_, line)) {
+    if (!read_bounded_line(line)) {
       require(!in_->bad(), "read error", {path_, "", line_no_ + 1});
       return false;
     }
@@ -49,7 +57,30 @@ class line_reader {
   const std::string& path() const noexcept { return path_; }
 
  private:
+  // std::getline without its unbounded growth: false at end of input with
+  // nothing read; throws once a line passes max_line_bytes_.
+  bool read_bounded_line(std::string& line) {
+    line.clear();
+    std::streambuf* sb = in_->rdbuf();
+    for (;;) {
+      const int c = sb->sbumpc();
+      if (c == std::char_traits<char>::eof()) {
+        if (line.empty()) {
+          in_->setstate(std::ios::eofbit);
+          return false;
+        }
+        return true;
+      }
+      if (c == '\n') return true;
+      if (line.size() == max_line_bytes_)
+        throw error("line longer than " + std::to_string(max_line_bytes_) + " bytes (the limit per JSONL line)",
+                    {path_, "", line_no_ + 1});
+      line.push_back(static_cast<char>(c));
+    }
+  }
+
   std::string path_;
+  std::size_t max_line_bytes_;
   std::unique_ptr<std::ifstream> file_;
   std::istream* in_ = nullptr;
   std::size_t line_no_ = 0;
@@ -60,14 +91,7 @@ inline bool is_blank(const std::string& line) {
 }
 
 inline nlohmann::json parse_json_line(const std::string& line, const std::string& file, std::size_t line_no) {
-  try {
-    return nlohmann::json::parse(line);
-  } catch (const nlohmann::json::exception& e) {
-    // nlohmann's message starts with "[json.exception.parse_error.101] "; keep the rest.
-    std::string what = e.what();
-    auto p = what.find("] ");
-    throw error("invalid JSON: " + (p == std::string::npos ? what : what.substr(p + 2)), {file, "(json)", line_no});
-  }
+  return parse_json_bounded(line, file, line_no);
 }
 
 }  // namespace staticgrad::io

@@ -13,6 +13,12 @@
 //  - We write LoRA weights as F32 (staticgrad keeps LoRA parameters in f32;
 //    PEFT loads F32 into an f32 or bf16 model alike). Reading also accepts
 //    BF16 and F16 (converted to f32).
+//  - r is at most max_lora_rank (65536); the adapter's size (products
+//    checked for overflow) must fit the machine's memory before anything is
+//    allocated, and when reading, every tensor's shape is checked against
+//    the config (and so against the file's own length) before allocation.
+//  - A read adapter holds finite values only (checked by default; the error
+//    names the tensor and the element).
 //  - A read adapter matches the model config: every targeted module of every
 //    layer has both matrices with the exact shapes, and nothing else is in the
 //    file. Options staticgrad does not implement (DoRA, LoRA bias, per-layer
@@ -28,6 +34,7 @@
 #include <string_view>
 #include <vector>
 
+#include "staticgrad/io/bounds.hpp"
 #include "staticgrad/io/checkpoint.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/safetensors_writer.hpp"
@@ -83,6 +90,10 @@ inline std::string lora_key(std::int64_t layer, lora_target t, char which) {
   return "base_model.model." + base_module_name(layer, t) + ".lora_" + std::string(1, which) + ".weight";
 }
 
+// Largest LoRA rank accepted (from adapter_config.json or a flag): real
+// adapters use 4..256; the bound keeps r * features far from int64 overflow.
+inline constexpr std::int64_t max_lora_rank = 65536;
+
 struct lora_config {
   std::int64_t r = 8;
   double lora_alpha = 16;
@@ -120,6 +131,8 @@ inline lora_config parse_adapter_config(const json& j, const std::string& file) 
   if (const json* t = find_key(j, "task_type"); t && !t->is_null() && json_string(*t, file, "task_type") != "CAUSAL_LM")
     throw error("expected task_type \"CAUSAL_LM\"", {file, "task_type", {}});
   c.r = require_positive_int(j, "r", file);
+  if (c.r > max_lora_rank)
+    throw error("r = " + std::to_string(c.r) + " exceeds the limit of " + std::to_string(max_lora_rank), {file, "r", {}});
   c.lora_alpha = json_number(require_key(j, "lora_alpha", file), file, "lora_alpha");
   if (!(c.lora_alpha > 0) || !std::isfinite(c.lora_alpha))
     throw error("lora_alpha must be a positive number", {file, "lora_alpha", {}});
@@ -230,8 +243,27 @@ struct lora_adapter {
   }
 };
 
-// Zero-filled adapter with the shapes `config` and `model` imply.
+// Floats of lora_A and lora_B of one targeted module: r * (in + out).
+// `ctx` names where r came from. Throws on a rank out of range or overflow.
+inline std::int64_t lora_pair_floats(std::int64_t r, lora_target t, const hf_config& model, const error_context& ctx) {
+  require_in_range(r, 1, max_lora_rank, ctx);
+  return checked_mul(r, checked_add(target_in_features(t, model), target_out_features(t, model), "LoRA width", ctx),
+                     "LoRA size r * (in + out)", ctx);
+}
+
+// Bytes of a whole adapter; throws unless they fit this machine's memory.
+inline std::uint64_t require_adapter_fits(const lora_config& config, const hf_config& model, const error_context& ctx) {
+  std::int64_t floats = 0;
+  for (auto t : config.target_modules) floats = checked_add(floats, lora_pair_floats(config.r, t, model, ctx), "LoRA size", ctx);
+  const std::int64_t total = checked_mul(checked_mul(floats, model.num_hidden_layers, "LoRA size", ctx), 4, "LoRA bytes", ctx);
+  require_fits_memory(std::uint64_t(total), "a LoRA adapter of rank " + std::to_string(config.r), ctx);
+  return std::uint64_t(total);
+}
+
+// Zero-filled adapter with the shapes `config` and `model` imply. Sizes are
+// checked (rank bound, overflow, memory) before anything is allocated.
 inline lora_adapter make_lora_adapter(const lora_config& config, const hf_config& model) {
+  require_adapter_fits(config, model, {"", "r", {}});
   lora_adapter ad;
   ad.config = config;
   ad.num_layers = model.num_hidden_layers;
@@ -245,19 +277,27 @@ inline lora_adapter make_lora_adapter(const lora_config& config, const hf_config
   return ad;
 }
 
+struct adapter_read_options {
+  bool check_finite = true;  // refuse NaN / infinity in lora_A / lora_B (one pass over the bytes)
+};
+
 // Reads DIR/adapter_config.json and DIR/adapter_model.safetensors and checks
-// them against the base model's config.
-inline lora_adapter read_peft_adapter(const std::filesystem::path& dir, const hf_config& model) {
-  lora_adapter ad = make_lora_adapter(read_adapter_config(dir / "adapter_config.json"), model);
+// them against the base model's config. Every tensor is validated (presence,
+// dtype, shape, finiteness) before the adapter is allocated, so a wrong r in
+// adapter_config.json fails on the shape, not on a huge allocation.
+inline lora_adapter read_peft_adapter(const std::filesystem::path& dir, const hf_config& model,
+                                      adapter_read_options opt = {}) {
+  const auto cpath = dir / "adapter_config.json";
+  const lora_config config = read_adapter_config(cpath);
   const auto wpath = dir / "adapter_model.safetensors";
   std::error_code ec;
   if (!std::filesystem::exists(wpath, ec))
     throw error("missing adapter_model.safetensors (adapter_model.bin is not supported)", {wpath.string(), {}, {}});
   safetensors_file f(wpath);
   std::set<std::string> expected;
-  const std::int64_t r = ad.config.r;
-  for (std::int64_t l = 0; l < ad.num_layers; ++l)
-    for (auto t : ad.config.target_modules) {
+  const std::int64_t r = config.r;
+  for (std::int64_t l = 0; l < model.num_hidden_layers; ++l)
+    for (auto t : config.target_modules) {
       for (char w : {'A', 'B'}) {
         const std::string key = lora_key(l, t, w);
         expected.insert(key);
@@ -265,19 +305,25 @@ inline lora_adapter read_peft_adapter(const std::filesystem::path& dir, const hf
         if (!tv)
           throw error("missing LoRA tensor (adapter_config.json targets " + std::string(target_name(t)) + ")",
                       {f.path(), key, {}});
-        if (tv->dtype != st_dtype::f32 && tv->dtype != st_dtype::bf16 && tv->dtype != st_dtype::f16)
+        if (!is_float_dtype(tv->dtype))
           throw error("LoRA weights must be F32, BF16 or F16, got " + std::string(st_dtype_name(tv->dtype)),
                       {f.path(), key, {}});
         if (w == 'A') require_shape(*tv, {r, target_in_features(t, model)});
         else require_shape(*tv, {target_out_features(t, model), r});
-        to_f32(*tv, w == 'A' ? ad.at(l, t).a : ad.at(l, t).b);
+        if (opt.check_finite) require_finite(*tv);
       }
     }
   for (const auto& tv : f.tensors())
     if (!expected.count(tv.name))
       throw error("unexpected tensor: not a LoRA matrix of a targeted module of a layer below " +
-                      std::to_string(ad.num_layers) + " (r=" + std::to_string(r) + ")",
+                      std::to_string(model.num_hidden_layers) + " (r=" + std::to_string(r) + ")",
                   {f.path(), tv.name, {}});
+  lora_adapter ad = make_lora_adapter(config, model);  // sizes now known to match the file
+  for (std::int64_t l = 0; l < ad.num_layers; ++l)
+    for (auto t : config.target_modules) {
+      to_f32(f.at(lora_key(l, t, 'A')), ad.at(l, t).a);
+      to_f32(f.at(lora_key(l, t, 'B')), ad.at(l, t).b);
+    }
   return ad;
 }
 
@@ -285,7 +331,7 @@ inline lora_adapter read_peft_adapter(const std::filesystem::path& dir, const hf
 // metadata {"format": "pt"}); creates DIR if needed. Each file is atomic.
 inline void write_peft_adapter(const std::filesystem::path& dir, const lora_adapter& ad, const hf_config& model) {
   // Refuse to write what read_peft_adapter (and PEFT) would reject.
-  if (ad.config.r <= 0) throw error("r must be positive", {dir.string(), "r", {}});
+  require_in_range(ad.config.r, 1, max_lora_rank, {dir.string(), "r", {}});
   if (!(ad.config.lora_alpha > 0)) throw error("lora_alpha must be positive", {dir.string(), "lora_alpha", {}});
   if (ad.config.target_modules.empty()) throw error("target_modules is empty", {dir.string(), "target_modules", {}});
   if (ad.num_layers != model.num_hidden_layers || ad.layers.size() != static_cast<std::size_t>(ad.num_layers))

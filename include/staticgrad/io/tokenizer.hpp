@@ -46,6 +46,7 @@
 
 #include "staticgrad/core/error.hpp"
 #include "staticgrad/io/file.hpp"
+#include "staticgrad/io/json_util.hpp"
 #include "staticgrad/io/pretokenize.hpp"
 #include "staticgrad/io/unicode.hpp"
 
@@ -257,14 +258,13 @@ class tokenizer {
   }
 
   static tokenizer from_json(const std::string& text, const std::string& path_for_errors = "tokenizer.json") {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const nlohmann::json::exception& e) {
-      throw error(std::string("invalid JSON: ") + e.what(), {path_for_errors, "", {}});
-    }
+    const nlohmann::json j = parse_json_bounded(text, path_for_errors);  // depth-limited, NUL bytes refused
     tokenizer t;
-    t.load(j, path_for_errors);
+    try {
+      t.load(j, path_for_errors);
+    } catch (const nlohmann::json::exception& e) {  // a field of the wrong JSON type (e.g. "type": 5)
+      throw error("unexpected JSON type: " + detail::json_what(e), {path_for_errors, "", {}});
+    }
     return t;
   }
 
@@ -296,10 +296,16 @@ class tokenizer {
     return ids;
   }
 
+  // Longest text encode accepts: token spans are 32-bit and ICU indexes with
+  // int32, so 1 GiB keeps every offset (and NFC's growth of it) in range.
+  static constexpr std::size_t max_text_bytes = std::size_t(1) << 30;
+
   // Appends the ids of `text` to `ids` and, when `spans` is given, each
   // token's byte range in the NFC text (see token_span).
   void encode_into(std::string_view text, std::vector<std::int32_t>& ids, std::vector<token_span>* spans = nullptr,
                    bool split_added = true) const {
+    require(text.size() <= max_text_bytes, "text of " + std::to_string(text.size()) + " bytes is longer than the " +
+                                               std::to_string(max_text_bytes) + "-byte limit of one encode");
     std::size_t bad = unicode::find_invalid_utf8(text);
     require(bad == std::string_view::npos, "text is not valid UTF-8 (byte offset " + std::to_string(bad) + ")");
     std::uint32_t base = 0;  // offset of the current piece in the raw text
@@ -590,9 +596,11 @@ class tokenizer {
           fail("added_tokens", "each added token needs an integer id and a non-empty content");
         if (a.value("lstrip", false) || a.value("rstrip", false) || a.value("single_word", false))
           fail("added_tokens", "lstrip/rstrip/single_word added tokens are not supported");
-        added_token t{a["content"].get<std::string>(), a["id"].get<std::int32_t>(), a.value("special", false),
-                      a.value("normalized", false)};
-        if (t.id < 0 || t.id > 10'000'000) fail("added_tokens", "bad id");
+        // Range first, on the 64-bit value: get<int32_t> would wrap 2^32 + 1 to 1.
+        if (!a["id"].is_number_unsigned() || a["id"].get<std::uint64_t>() > 10'000'000)
+          fail("added_tokens", "id must be an integer in [0, 10000000]");
+        added_token t{a["content"].get<std::string>(), std::int32_t(a["id"].get<std::uint64_t>()),
+                      a.value("special", false), a.value("normalized", false)};
         max_id = std::max(max_id, t.id);
         added_first_byte_[static_cast<unsigned char>(t.content[0])] = true;
         has_normalized_added_ |= t.normalized;

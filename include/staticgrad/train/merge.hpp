@@ -13,6 +13,10 @@
 //  - config.json is copied unchanged, as are generation_config.json and the
 //    tokenizer files when present. Every file is written atomically.
 //  - The output directory must differ from the model directory.
+//  - Nothing non-finite is written: the adapter is read with its finiteness
+//    check, every floating-point tensor copied is checked, and every merged
+//    value must be finite (W + scaling * B A can overflow); the error names
+//    the tensor and the element, before its shard is written.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -64,6 +68,20 @@ inline float round_to_odd_float(double x) {
   return f;
 }
 
+// Throws unless every W + delta is finite in the output dtype (F32, or BF16
+// whose largest finite value is a little below F32's).
+inline void require_finite_merge(const std::vector<float>& w, const std::vector<double>& d, io::st_dtype dt,
+                                 const error_context& ctx) {
+  for (std::size_t i = 0; i < w.size(); ++i) {
+    const double v = double(w[i]) + d[i];
+    const bool ok = dt == io::st_dtype::f32 ? std::isfinite(float(v)) : std::isfinite(float(bf16(round_to_odd_float(v))));
+    if (!ok)
+      throw error("the merged weight is not finite at element " + std::to_string(i) + " (W = " +
+                      std::to_string(w[i]) + ", scaling * B A = " + std::to_string(d[i]) + "); this shard is not written",
+                  ctx);
+  }
+}
+
 inline merge_report merge_adapter(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
                                   const std::filesystem::path& out_dir) {
   namespace fs = std::filesystem;
@@ -94,6 +112,7 @@ inline merge_report merge_adapter(const std::filesystem::path& model_dir, const 
     for (const auto& tv : f.tensors()) {
       auto it = targets.find(tv.name);
       if (it == targets.end()) {
+        if (io::is_float_dtype(tv.dtype)) io::require_finite(tv);
         ts.push_back({tv.name, tv.dtype, tv.shape, tv.bytes});
         ++rep.copied;
         continue;
@@ -104,8 +123,10 @@ inline merge_report merge_adapter(const std::filesystem::path& model_dir, const 
       require(tv.dtype == io::st_dtype::f32 || tv.dtype == io::st_dtype::bf16,
               "can merge into F32 or BF16 weights only, this one is " + std::string(io::st_dtype_name(tv.dtype)),
               {f.path(), tv.name, {}});
+      io::require_finite(tv);
       const auto w = io::to_f32(tv);
       const auto d = lora_delta(ad.at(layer, t), out, in, ad.config.r, scaling);
+      require_finite_merge(w, d, tv.dtype, {f.path(), tv.name, {}});
       if (tv.dtype == io::st_dtype::f32) {
         auto& v = f32_store.emplace_back(w.size());
         for (std::size_t i = 0; i < w.size(); ++i) v[i] = float(double(w[i]) + d[i]);
