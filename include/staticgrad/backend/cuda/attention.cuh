@@ -48,6 +48,7 @@
 #include <string>
 
 #include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/backend/cuda/hopper/attention_fwd_sm90.cuh"
 #include "staticgrad/core/error.hpp"
 
 namespace staticgrad::cuda {
@@ -770,15 +771,28 @@ void backward_impl(const bwd_params& p, cudaStream_t stream) {
 
 }  // namespace attn_detail
 
+// Which forward kernel runs: `fastest` picks the Hopper one (wgmma + TMA,
+// hopper/attention_fwd_sm90.cuh) on compute capability 9.0 and the portable
+// mma.sync one elsewhere; `portable` forces the latter (tests and benchmarks
+// compare the two).
+enum class attention_kernel { fastest, portable };
+
 // Forward: out [T, H*D] bf16 and lse [T, H] f32 from q [T, H*D], k, v [T, KV*D].
 // seq_start: device int32 [nseq + 1]. Asynchronous on `stream`.
 inline void attention_forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                               __nv_bfloat16* out, float* lse, const std::int32_t* seq_start, std::int64_t tokens,
-                              int nseq, int heads, int kv_heads, int head_dim, cudaStream_t stream = nullptr) {
+                              int nseq, int heads, int kv_heads, int head_dim, cudaStream_t stream = nullptr,
+                              attention_kernel which = attention_kernel::fastest) {
   attn_detail::check_args(tokens, nseq, heads, kv_heads, head_dim, {q, k, v, out}, {lse, seq_start});
   if (tokens == 0) return;
-  attn_detail::fwd_params p{q, k, v, out, lse, seq_start, tokens, nseq, heads, kv_heads,
-                            attn_detail::log2e / std::sqrt(static_cast<float>(head_dim))};
+  const float scale_log2 = attn_detail::log2e / std::sqrt(static_cast<float>(head_dim));
+  if (which == attention_kernel::fastest && hopper::device_is_sm90()) {
+    const hopper::fwd_sm90_params hp{out, lse, seq_start, tokens, nseq, heads, kv_heads, scale_log2};
+    if (head_dim == 64) hopper::attention_forward_sm90<64>(q, k, v, hp, stream);
+    else hopper::attention_forward_sm90<128>(q, k, v, hp, stream);
+    return;
+  }
+  attn_detail::fwd_params p{q, k, v, out, lse, seq_start, tokens, nseq, heads, kv_heads, scale_log2};
   if (head_dim == 64) attn_detail::forward_impl<64>(p, stream);
   else attn_detail::forward_impl<128>(p, stream);
 }
