@@ -12,9 +12,9 @@
 // in its separate dq pass (7 products), so its hardware rate is 7/5 of the
 // counter. Without a device the benchmarks report an error and skip.
 //
-// Kernels: "fastest" is the Hopper wgmma + TMA forward on sm_90
-// (hopper/attention_fwd_sm90.cuh); "_portable" the mma.sync one; the
-// backward is the mma.sync kernel pair.
+// Kernels: unsuffixed is attention_kernel::hopper, the wgmma + TMA kernels on sm_90
+// (hopper/attention_{fwd,bwd}_sm90.cuh); "_unpipelined" the Hopper forward
+// without its software pipeline and ping-pong; "_portable" the mma.sync ones.
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -80,7 +80,7 @@ void bench_attention(benchmark::State& state, int H, int KV, int D, bool backwar
   auto launch = [&] {
     if (backward)
       sc::attention_backward(q.bf(), k.bf(), v.bf(), out.bf(), lse.f(), dout.bf(), dq.bf(), dk.bf(), dv.bf(), seq_start,
-                             tokens, seqs, H, KV, D, ws.f(), nullptr);
+                             tokens, seqs, H, KV, D, ws.f(), nullptr, which);
     else
       sc::attention_forward(q.bf(), k.bf(), v.bf(), out.bf(), lse.f(), seq_start, tokens, seqs, H, KV, D, nullptr,
                             which);
@@ -114,14 +114,19 @@ void bench_attention(benchmark::State& state, int H, int KV, int D, bool backwar
 
 #define SG_ATTN_BENCH(name, ...) \
   BENCHMARK_CAPTURE(bench_attention, name, __VA_ARGS__)->UseManualTime()->Unit(benchmark::kMicrosecond)
-constexpr auto fastest = sc::attention_kernel::fastest, portable = sc::attention_kernel::portable;
+constexpr auto fastest = sc::attention_kernel::hopper, portable = sc::attention_kernel::portable,
+               unpipelined = sc::attention_kernel::hopper_unpipelined;
 // batch 8 x 2048 (the training step's shape) and one 32k-token sequence.
 SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_8x2048, 12, 2, 128, false, 8, 2048, fastest);
+SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_8x2048_unpipelined, 12, 2, 128, false, 8, 2048, unpipelined);
 SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_8x2048_portable, 12, 2, 128, false, 8, 2048, portable);
 SG_ATTN_BENCH(bwd_1_5b_h12_kv2_d128_8x2048, 12, 2, 128, true, 8, 2048, fastest);
+SG_ATTN_BENCH(bwd_1_5b_h12_kv2_d128_8x2048_portable, 12, 2, 128, true, 8, 2048, portable);
 SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_8x2048, 14, 2, 64, false, 8, 2048, fastest);
+SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_8x2048_unpipelined, 14, 2, 64, false, 8, 2048, unpipelined);
 SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_8x2048_portable, 14, 2, 64, false, 8, 2048, portable);
 SG_ATTN_BENCH(bwd_0_5b_h14_kv2_d64_8x2048, 14, 2, 64, true, 8, 2048, fastest);
+SG_ATTN_BENCH(bwd_0_5b_h14_kv2_d64_8x2048_portable, 14, 2, 64, true, 8, 2048, portable);
 SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_1x32768, 12, 2, 128, false, 1, 32768, fastest);
 SG_ATTN_BENCH(bwd_1_5b_h12_kv2_d128_1x32768, 12, 2, 128, true, 1, 32768, fastest);
 SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_1x32768, 14, 2, 64, false, 1, 32768, fastest);

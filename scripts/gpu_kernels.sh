@@ -1,45 +1,53 @@
 #!/usr/bin/env bash
 # One device call for the kernels work (issue 9): the GPU tests and
-# benchmarks of attention and the LoRA products, logs into $OUT.
-# Run from the repository root of the device copy, binaries in $1
-# (default .dev/kernels): gpu_test_attention, gpu_test_lora_gemm,
-# bench_attention, bench_lora_gemm (any that is missing is skipped).
+# benchmarks of attention, the token reduction and the LoRA products, and a
+# SASS check of the Hopper kernels; logs into $OUT (at most 8 files).
+#
+#   scripts/gpu_kernels.sh [BIN_DIR]      (default .dev/kernels)
+#
+# BIN_DIR holds gpu_test_attention, gpu_test_token_reduce, gpu_test_lora_gemm,
+# bench_attention, bench_lora_gemm (any that is missing is skipped) and lib/
+# with the shared libraries the build machine linked that the device image
+# may lack. BUDGET_S (default 100) stops starting new steps once that many
+# seconds have passed; steps run most important first.
 set -u
 bin=${1:-.dev/kernels}
 out=${OUT:-/tmp/out}
+budget=${BUDGET_S:-100}
 mkdir -p "$out"
-# Libraries the build machine linked that the device image may lack
-# (Google Benchmark, the CUDA 13.0 runtime), carried beside the binaries.
 export LD_LIBRARY_PATH="$bin/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
-log() { echo "== $*" | tee -a "$out/summary.log"; }
+start=$(date +%s)
+log() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.log"; }
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.mem --format=csv | tee -a "$out/summary.log"
-run() {  # name, command...
-  local name=$1; shift
+step() {  # name, timeout, binary, args...
+  local name=$1 limit=$2; shift 2
   [ -x "$bin/$1" ] || { log "$name: $bin/$1 missing, skipped"; return; }
+  (( $(date +%s) - start < budget )) || { log "$name: over budget, skipped"; return; }
   log "$name"
-  local t0=$(date +%s)
-  timeout 240 "$bin/$@" > "$out/$name.log" 2>&1
+  timeout "$limit" "$bin/$@" >> "$out/$name.log" 2>&1
   local rc=$?
-  log "$name: rc $rc, $(( $(date +%s) - t0 )) s"
-  tail -n 40 "$out/$name.log"
+  log "$name: rc $rc"
+  tail -n 30 "$out/$name.log"
+  return $rc
 }
-run test_attention gpu_test_attention
-run test_lora_gemm gpu_test_lora_gemm
-run bench_attention bench_attention --benchmark_min_time=0.3s --benchmark_counters_tabular=true
-run bench_lora_gemm bench_lora_gemm --benchmark_min_time=0.2s --benchmark_counters_tabular=true
-STATICGRAD_MATMUL_TUNE=0 run bench_lora_gemm_untuned bench_lora_gemm --benchmark_min_time=0.2s --benchmark_counters_tabular=true
+# A kernel that hangs (timeout rc 124) skips the steps that would run it again.
+step test_attention 30 gpu_test_attention; attn_rc=$?
+step test_token_reduce 30 gpu_test_token_reduce; reduce_rc=$?
+step test_lora_gemm 30 gpu_test_lora_gemm
+[ $attn_rc = 124 ] || step bench_attention 60 bench_attention --benchmark_min_time=0.2 --benchmark_counters_tabular=true
+[ $reduce_rc = 124 ] || STATICGRAD_TOKEN_REDUCE=1 step bench_lora_gemm 60 bench_lora_gemm --benchmark_min_time=0.05
 # The Hopper kernels' SASS: HGMMA (wgmma) and UTMALDG (TMA) must be there.
 if command -v cuobjdump > /dev/null; then
-  cuobjdump --dump-sass "$bin/gpu_test_attention" > "$out/attention.sass" 2>&1
-  log "SASS: $(grep -c HGMMA "$out/attention.sass") HGMMA, $(grep -c UTMALDG "$out/attention.sass") UTMALDG lines"
-  grep -o "HGMMA\.[0-9A-Za-z.]*" "$out/attention.sass" | sort | uniq -c | tee -a "$out/summary.log"
-  rm -f "$out/attention.sass"
+  cuobjdump --dump-sass "$bin/gpu_test_attention" > /tmp/attention.sass 2>&1
+  log "SASS: $(grep -c HGMMA /tmp/attention.sass) HGMMA, $(grep -c UTMALDG /tmp/attention.sass) UTMALDG lines"
+  grep -o "HGMMA\.[0-9A-Za-z.]*" /tmp/attention.sass | sort | uniq -c | tee -a "$out/summary.log"
 fi
-# Memory and race checks of the attention kernels (small test shapes).
-if [ "${SANITIZE:-1}" = 1 ] && command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck; do
-    log "compute-sanitizer $tool"
-    timeout 90 compute-sanitizer --tool $tool --print-limit 20 "$bin/gpu_test_attention" >> "$out/sanitize.log" 2>&1
-    log "compute-sanitizer $tool: rc $?"; tail -n 6 "$out/sanitize.log"
-  done
+# Memory errors in the attention and token-reduction kernels (small test shapes).
+if [ $attn_rc = 0 ] && command -v compute-sanitizer > /dev/null && (( $(date +%s) - start < budget )); then
+  log "memcheck_attention"
+  timeout 60 compute-sanitizer --tool memcheck --print-limit 10 "$bin/gpu_test_attention" > "$out/memcheck_attention.log" 2>&1
+  log "memcheck_attention: rc $?"
+  tail -n 3 "$out/memcheck_attention.log"
 fi
+[ $reduce_rc = 124 ] || STATICGRAD_MATMUL_TUNE=0 step bench_lora_gemm_untuned 60 bench_lora_gemm --benchmark_min_time=0.05
+log "done"

@@ -31,6 +31,10 @@
 //   only C (beta = 0) or a scratch copy of C (beta != 0). Later run()s only
 //   launch: cheap enough for the hot path and capturable in a CUDA graph.
 //   STATICGRAD_MATMUL_TUNE=0 in the environment keeps the heuristic's first;
+// - reductions over a long K into a skinny f32 C (C = A^T B, M or N only
+//   16..64: the LoRA dA and dB) can have one more candidate, token_reduce.cuh's
+//   split-K tensor-core kernel with a fixed-order second pass (deterministic
+//   too); tuning keeps it where it beats cuBLASLt (token_reduce_enabled);
 // - prepare() is told the alignment of each pointer (default 256 B, what
 //   cudaMalloc returns); run() checks the real pointers against it and throws
 //   staticgrad::error instead of launching a kernel that assumed more;
@@ -53,6 +57,7 @@
 #include <vector>
 
 #include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/backend/cuda/token_reduce.cuh"
 #include "staticgrad/core/error.hpp"
 
 namespace staticgrad::cuda {
@@ -68,6 +73,8 @@ inline void check_cublas(cublasStatus_t s, const char* call, const char* file, i
 #define SG_CUBLAS_CHECK(call) ::staticgrad::cuda::check_cublas((call), #call, __FILE__, __LINE__)
 
 namespace staticgrad::cuda {
+
+inline constexpr bool kTokenReduceCandidate = false;  // see rm_matmul::token_reduce_enabled
 
 // The largest power of two (capped at 256) dividing `bytes`: the alignment of
 // base + bytes when base is 256-byte aligned (cudaMalloc).
@@ -162,13 +169,14 @@ class rm_matmul {
                   " K=" + std::to_string(s.K) + ")");
     algo_ = candidates_.front().algo;
     algo_workspace_ = candidates_.front().workspace;
-    tuned_ = candidates_.size() == 1 || !tuning_enabled();
+    use_reduce_ = false;
+    reduce_ = token_reduce_plan{};
+    if (tuning_enabled() && token_reduce_enabled() && s.c_type == CUDA_R_32F && s.trans_a && !s.trans_b && s.align_a >= 16 && s.align_b >= 16)
+      reduce_ = token_reduce_plan::make(s.M, s.N, s.K, s.lda, s.ldb, workspace_bytes);
+    if (reduce_.valid) workspace_needed_ = std::max(workspace_needed_, reduce_.workspace);
+    tuned_ = (candidates_.size() == 1 && !reduce_.valid) || !tuning_enabled();
     if (!tuned_) {
-      if (const auto* hit = tune_cache().find(key())) {
-        algo_ = hit->algo;
-        algo_workspace_ = hit->workspace;
-        tuned_ = true;
-      }
+      if (const auto* hit = tune_cache().find(key())) adopt(*hit);
     }
     prepared_ = true;
   }
@@ -184,8 +192,11 @@ class rm_matmul {
     if (!aligned(A, spec_.align_a) || !aligned(B, spec_.align_b) || !aligned(C, spec_.align_c))
       fail("a pointer is less aligned than prepare() was told");
     if (!tuned_) tune(handle, stream, A, B, C, beta, workspace);
-    launch(handle, stream, algo_, algo_workspace_, A, B, C, alpha, beta, workspace);
+    if (use_reduce_) reduce_.run(stream, A, spec_.lda, B, spec_.ldb, static_cast<float*>(C), spec_.ldc, alpha, beta, workspace);
+    else launch(handle, stream, algo_, algo_workspace_, A, B, C, alpha, beta, workspace);
   }
+  // True when run() uses token_reduce.cuh's kernel instead of cuBLASLt.
+  bool uses_token_reduce() const { return use_reduce_; }
 
   // Candidates the heuristic offered (after the determinism filter) and the
   // one run() uses: the tuned winner once the first run() has happened.
@@ -214,7 +225,14 @@ class rm_matmul {
   struct candidate {
     cublasLtMatmulAlgo_t algo;
     std::size_t workspace;
+    bool token_reduce = false;  // the winner is token_reduce.cuh's kernel, not algo
   };
+  void adopt(const candidate& c) const {
+    algo_ = c.algo;
+    algo_workspace_ = c.workspace;
+    use_reduce_ = c.token_reduce && reduce_.valid;
+    tuned_ = true;
+  }
   // Winners per shape, shared by every rm_matmul of the process.
   using tune_key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, std::int64_t,
                               std::int64_t, int, std::uint32_t, std::uint32_t, std::uint32_t, std::size_t, int>;
@@ -237,6 +255,13 @@ class rm_matmul {
   static matmul_tune_cache& tune_cache() {
     static matmul_tune_cache c;
     return c;
+  }
+  // The token_reduce candidate: off until a device run of test_token_reduce
+  // has passed it (kTokenReduceCandidate); STATICGRAD_TOKEN_REDUCE=1 / 0
+  // in the environment switches it on / off regardless.
+  static bool token_reduce_enabled() {
+    const char* e = std::getenv("STATICGRAD_TOKEN_REDUCE");
+    return e == nullptr ? kTokenReduceCandidate : std::string(e) != "0";
   }
   static bool tuning_enabled() {
     const char* e = std::getenv("STATICGRAD_MATMUL_TUNE");
@@ -265,9 +290,7 @@ class rm_matmul {
     if (cudaStreamIsCapturing(stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
     const tune_key k = key();
     if (const auto* hit = tune_cache().find(k)) {
-      algo_ = hit->algo;
-      algo_workspace_ = hit->workspace;
-      tuned_ = true;
+      adopt(*hit);
       return;
     }
     void* out = C;
@@ -306,13 +329,24 @@ class rm_matmul {
         any = true;
       }
     }
+    candidate winner = candidates_[best_i];
+    if (reduce_.valid) {
+      auto* c = static_cast<float*>(out);
+      reduce_.run(stream, A, spec_.lda, B, spec_.ldb, c, spec_.ldc, 1.f, 0.f, workspace);  // warm-up
+      SG_CUDA_CHECK(cudaEventRecord(e0, stream));
+      for (int rep = 0; rep < tune_reps; ++rep)
+        reduce_.run(stream, A, spec_.lda, B, spec_.ldb, c, spec_.ldc, 1.f, 0.f, workspace);
+      SG_CUDA_CHECK(cudaEventRecord(e1, stream));
+      SG_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0.f;
+      SG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      if (!any || ms < best) winner.token_reduce = true;
+    }
     cudaEventDestroy(e0);
     cudaEventDestroy(e1);
     if (scratch) cudaFree(scratch);
-    algo_ = candidates_[best_i].algo;
-    algo_workspace_ = candidates_[best_i].workspace;
-    tune_cache().put(k, candidates_[best_i]);
-    tuned_ = true;
+    tune_cache().put(k, winner);
+    adopt(winner);
   }
 
   static constexpr float one_ = 1.f, zero_ = 0.f;
@@ -324,6 +358,8 @@ class rm_matmul {
   mutable cublasLtMatmulAlgo_t algo_{};  // run() settles it on its first, tuning call
   mutable std::size_t algo_workspace_ = 0;
   mutable bool tuned_ = false;
+  token_reduce_plan reduce_;       // valid: the shape has the token_reduce candidate
+  mutable bool use_reduce_ = false;
   std::size_t workspace_needed_ = 0;  // the largest of the candidates'
   bool prepared_ = false;
 };

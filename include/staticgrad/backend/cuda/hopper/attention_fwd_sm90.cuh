@@ -7,19 +7,27 @@
 // One CTA = one (sequence, 128-query block, head) work item, 3 warp groups:
 //  - warp group 0, the producer (24 registers a thread after setmaxnreg):
 //    one thread loads Q once and K, V key block by key block with the TMA
-//    into a ring of `stages` shared-memory stages, each stage guarded by a
-//    "full" mbarrier per tensor (K and V apart, so S = Q K^T starts before V
-//    has landed) and an "empty" mbarrier the consumers arrive on;
+//    into a ring of 3 shared-memory stages, each stage guarded by a "full"
+//    mbarrier per tensor (K and V apart, so S = Q K^T starts before V has
+//    landed) and an "empty" mbarrier the consumers arrive on;
 //  - warp groups 1 and 2, the consumers (240 registers), 64 query rows each:
 //    per key block S = Q K^T (wgmma m64n128k16, A = Q and B = K from shared
 //    memory), the online softmax in registers (f32, exp2 domain), then
 //    O += P V (wgmma m64nDk16, A = P from registers as bf16, B = V from shared
 //    memory read N-major). O stays in registers; the epilogue divides by the
 //    row sums and stores bf16 O and f32 lse straight from registers.
+// The default consumer loop is software pipelined: S of key block j is
+// issued together with P V of block j - 1 and its softmax runs while that
+// P V is on the tensor cores (wgmma.wait_group 1); and the two consumer warp
+// groups "ping-pong" (named barriers 1, 2): they take turns issuing their
+// products, so one warp group's softmax overlaps the other's products. The
+// pipelined loop holds K of block j and V of block j - 1 at once, hence 3
+// stages. Pipelined = false keeps the plain loop (one block at a time).
 // Tiles: BM = 128 queries, BN = 128 keys; shared memory = Q (BM x D) plus
-// `stages` x (K, V) (BN x D each), all as 128-byte-swizzle panels of 64
-// columns (see sm90.cuh): D = 128: 32 + 2 x 64 = 160 KiB; D = 64: 16 + 3 x 32
-// = 112 KiB. Registers per consumer thread: S 64 f32, O D/2 f32, P 32 x 32-bit.
+// 3 x (K, V) (BN x D each), all as 128-byte-swizzle panels of 64 columns (see
+// sm90.cuh): D = 128: 32 + 3 x 64 = 224 KiB; D = 64: 16 + 3 x 32 = 112 KiB.
+// Registers per consumer thread: S 64 f32, O D/2 f32, P 32 x 32-bit (bf16
+// pairs); ptxas reports no spills.
 //
 // Varlen without zero fill: the tensor maps cover all T rows, so a key block
 // that runs past its sequence's end reads the next sequence's rows (or TMA
@@ -51,7 +59,7 @@ struct attention_fwd_sm90_traits {
   static constexpr int threads = 128 * (1 + consumers);  // + the producer warp group
   static constexpr int block_m = 64 * consumers;      // queries per CTA
   static constexpr int block_n = 128;                 // keys per step: S is one m64n128 wgmma per warp group
-  static constexpr int stages = HeadDim == 128 ? 2 : 3;
+  static constexpr int stages = 3;  // the pipelined loop holds two (K of block j, V of block j - 1)
   static constexpr int panels = HeadDim / 64;         // 128-byte-swizzle panels across the head dim
   static constexpr int q_bytes = block_m * HeadDim * 2;
   static constexpr int kv_bytes = block_n * HeadDim * 2;  // one K (or V) stage
@@ -110,7 +118,7 @@ __device__ __forceinline__ std::uint32_t pack_bf16(float lo, float hi) {
 
 }  // namespace fwd_detail
 
-template <class Tr>
+template <class Tr, bool Pipelined>
 __global__ void __launch_bounds__(Tr::threads, 1)
     attention_fwd_sm90_kernel(const __grid_constant__ CUtensorMap q_map, const __grid_constant__ CUtensorMap k_map,
                               const __grid_constant__ CUtensorMap v_map, fwd_sm90_params p) {
@@ -187,28 +195,11 @@ __global__ void __launch_bounds__(Tr::threads, 1)
   for (int i = 0; i < O_N; ++i) o[i] = 0.f;
   float mrow[2] = {-INFINITY, -INFINITY}, lrow[2] = {0.f, 0.f};
 
-  mbar_wait(q_full, 0);
-  for (int j = 0; j < nkb; ++j) {
-    const int s = j % ST;
-    const std::uint32_t parity = static_cast<std::uint32_t>((j / ST) & 1);
-    const std::int64_t n0 = w.begin + static_cast<std::int64_t>(j) * BN;
-
-    // S = Q K^T: D / 16 k-steps; both operands K-major (head dim contiguous).
-    float sc[ST_N];
-    mbar_wait(k_full(s), parity);
-    wgmma_fence();
-#pragma unroll
-    for (int ks = 0; ks < D / 16; ++ks) {
-      const std::uint32_t a = q_s + (ks / 4) * BM * 128 + cw * 64 * 128 + (ks % 4) * 32;
-      const std::uint32_t b = k_s(s) + (ks / 4) * BN * 128 + (ks % 4) * 32;
-      wgmma_m64n128k16_ss(sc, sw128_desc(a, 16, 1024), sw128_desc(b, 16, 1024), ks > 0);
-    }
-    wgmma_commit();
-    wgmma_wait<0>();
-    fence_regs(sc);
-
-    // Online softmax (exp2 domain). Only the diagonal block (the last) holds
-    // keys beyond some row of this warp group.
+  // Online softmax of one S tile in place (exp2 domain): masks the diagonal
+  // block, updates the row maxima and sums, returns the factor alpha each
+  // row's O must be scaled by. Only the diagonal block (the last) holds keys
+  // beyond some row of this warp group.
+  auto softmax = [&](float (&sc)[ST_N], std::int64_t n0, float (&alpha)[2]) {
     const bool need_mask = n0 + BN - 1 > wg_row0;
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
@@ -226,7 +217,7 @@ __global__ void __launch_bounds__(Tr::threads, 1)
       mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
       const float m_new = fmaxf(mrow[r], mx);
       const float m_use = m_new == -INFINITY ? 0.f : m_new;
-      const float alpha = exp2f(mrow[r] - m_use);
+      alpha[r] = exp2f(mrow[r] - m_use);
       mrow[r] = m_new;
       float sum = 0.f;
 #pragma unroll
@@ -237,37 +228,125 @@ __global__ void __launch_bounds__(Tr::threads, 1)
           sc[4 * nt + 2 * r + c] = e;
           sum += e;
         }
-      lrow[r] = lrow[r] * alpha + sum;
+      lrow[r] = lrow[r] * alpha[r] + sum;
+    }
+  };
+  auto rescale_o = [&](const float (&alpha)[2]) {
 #pragma unroll
-      for (int dt = 0; dt < D / 8; ++dt) {
-        o[4 * dt + 2 * r] *= alpha;
-        o[4 * dt + 2 * r + 1] *= alpha;
+    for (int dt = 0; dt < D / 8; ++dt)
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        o[4 * dt + 2 * r] *= alpha[r];
+        o[4 * dt + 2 * r + 1] *= alpha[r];
       }
-    }
-    // P as bf16 A fragments: n8 tiles 2kk, 2kk + 1 of S are k-step kk of P V.
-    std::uint32_t pa[BN / 16][4];
+  };
+  // P as bf16 A fragments: n8 tiles 2kk, 2kk + 1 of S are k-step kk of P V.
+  std::uint32_t pa[BN / 16][4];
+  auto pack_p = [&](const float (&sc)[ST_N]) {
 #pragma unroll
-    for (int kk = 0; kk < BN / 16; ++kk) {
-      pa[kk][0] = pack_bf16(sc[8 * kk + 0], sc[8 * kk + 1]);
-      pa[kk][1] = pack_bf16(sc[8 * kk + 2], sc[8 * kk + 3]);
-      pa[kk][2] = pack_bf16(sc[8 * kk + 4], sc[8 * kk + 5]);
-      pa[kk][3] = pack_bf16(sc[8 * kk + 6], sc[8 * kk + 7]);
+    for (int kk = 0; kk < BN / 16; ++kk)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) pa[kk][i] = pack_bf16(sc[8 * kk + 2 * i], sc[8 * kk + 2 * i + 1]);
+  };
+  // S = Q K^T: D / 16 k-steps; both operands K-major (head dim contiguous).
+  auto issue_s = [&](float (&sc)[ST_N], int s) {
+#pragma unroll
+    for (int ks = 0; ks < D / 16; ++ks) {
+      const std::uint32_t a = q_s + (ks / 4) * BM * 128 + cw * 64 * 128 + (ks % 4) * 32;
+      const std::uint32_t b = k_s(s) + (ks / 4) * BN * 128 + (ks % 4) * 32;
+      wgmma_m64n128k16_ss(sc, sw128_desc(a, 16, 1024), sw128_desc(b, 16, 1024), ks > 0);
     }
-
-    // O += P V: BN / 16 k-steps over keys; V is N-major (head dim contiguous).
-    mbar_wait(v_full(s), parity);
-    fence_regs(o);
-    wgmma_fence();
+  };
+  // O += P V: BN / 16 k-steps over keys; V is N-major (head dim contiguous).
+  auto issue_pv = [&](int s) {
 #pragma unroll
     for (int kk = 0; kk < BN / 16; ++kk) {
       const std::uint64_t b = sw128_desc(v_s(s) + kk * 16 * 128, BN * 128, 1024);
       if constexpr (D == 128) wgmma_m64n128k16_rs_tb(o, pa[kk], b, 1);
       else wgmma_m64n64k16_rs_tb(o, pa[kk], b, 1);
     }
+  };
+  auto parity_of = [](int j) { return static_cast<std::uint32_t>((j / ST) & 1); };
+
+  mbar_wait(q_full, 0);
+  if constexpr (!Pipelined) {
+    for (int j = 0; j < nkb; ++j) {
+      const int s = j % ST;
+      const std::int64_t n0 = w.begin + static_cast<std::int64_t>(j) * BN;
+      float sc[ST_N], alpha[2];
+      mbar_wait(k_full(s), parity_of(j));
+      wgmma_fence();
+      issue_s(sc, s);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(sc);
+      softmax(sc, n0, alpha);
+      rescale_o(alpha);
+      pack_p(sc);
+      mbar_wait(v_full(s), parity_of(j));
+      fence_regs(o);
+      wgmma_fence();
+      issue_pv(s);
+      wgmma_commit();
+      wgmma_wait<0>();
+      fence_regs(o);
+      mbar_arrive(empty(s));  // this thread is done with stage s
+    }
+  } else {
+    // Software pipelined: S of block j is issued together with P V of block
+    // j - 1, and its softmax runs while that P V is on the tensor cores.
+    // Ping-pong: the two consumer warp groups take turns issuing (named
+    // barriers 1 and 2), so one's softmax overlaps the other's products.
+    const int my_turn = 1 + cw, their_turn = 1 + (cw ^ 1);
+    auto turn_begin = [&] { named_sync(my_turn, 256); };
+    auto turn_end = [&](bool last) {
+      if (!(last && cw == 1)) named_arrive(their_turn, 256);  // no arrival nobody waits for
+    };
+    if (cw == 1) named_arrive(1, 256);  // consumer 0 goes first
+    float sc[ST_N], alpha[2];
+    turn_begin();
+    mbar_wait(k_full(0), 0);
+    wgmma_fence();
+    issue_s(sc, 0);
     wgmma_commit();
+    turn_end(false);
+    wgmma_wait<0>();
+    fence_regs(sc);
+    softmax(sc, w.begin, alpha);  // O is still 0: no rescale
+    pack_p(sc);
+    for (int j = 1; j < nkb; ++j) {
+      const int s = j % ST, sp = (j - 1) % ST;
+      const std::int64_t n0 = w.begin + static_cast<std::int64_t>(j) * BN;
+      turn_begin();
+      mbar_wait(k_full(s), parity_of(j));
+      fence_regs(o);
+      wgmma_fence();
+      issue_s(sc, s);
+      wgmma_commit();
+      mbar_wait(v_full(sp), parity_of(j - 1));
+      issue_pv(sp);
+      wgmma_commit();
+      turn_end(false);
+      wgmma_wait<1>();  // S of block j is done; P V of block j - 1 may still run
+      fence_regs(sc);
+      softmax(sc, n0, alpha);
+      wgmma_wait<0>();
+      fence_regs(o);
+      mbar_arrive(empty(sp));  // K and V of block j - 1 are consumed
+      rescale_o(alpha);
+      pack_p(sc);
+    }
+    const int sl = (nkb - 1) % ST;
+    turn_begin();
+    mbar_wait(v_full(sl), parity_of(nkb - 1));
+    fence_regs(o);
+    wgmma_fence();
+    issue_pv(sl);
+    wgmma_commit();
+    turn_end(true);
     wgmma_wait<0>();
     fence_regs(o);
-    mbar_arrive(empty(s));  // this thread is done with stage s
+    mbar_arrive(empty(sl));
   }
 
   // Epilogue: normalise; write out (bf16) and lse (natural log) for rows < end.
@@ -335,15 +414,17 @@ inline bool device_is_sm90() {
   return major == 9 && minor == 0;
 }
 
+// pipelined: the software-pipelined, ping-pong consumer loop (default);
+// false: one key block at a time (kept to compare and as a fallback).
 template <int D>
 void attention_forward_sm90(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
-                            const fwd_sm90_params& p, cudaStream_t stream) {
+                            const fwd_sm90_params& p, cudaStream_t stream, bool pipelined = true) {
   using Tr = attention_fwd_sm90_traits<D>;
   const auto T = static_cast<std::uint64_t>(p.tokens);
   const CUtensorMap qm = bf16_panel_map(q, T, static_cast<std::uint64_t>(p.heads) * D, Tr::block_m);
   const CUtensorMap km = bf16_panel_map(k, T, static_cast<std::uint64_t>(p.kv_heads) * D, Tr::block_n);
   const CUtensorMap vm = bf16_panel_map(v, T, static_cast<std::uint64_t>(p.kv_heads) * D, Tr::block_n);
-  const auto kernel = attention_fwd_sm90_kernel<Tr>;
+  const auto kernel = pipelined ? attention_fwd_sm90_kernel<Tr, true> : attention_fwd_sm90_kernel<Tr, false>;
   SG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::smem_bytes));
   const dim3 grid(static_cast<unsigned>(p.tokens / Tr::block_m + p.nseq), static_cast<unsigned>(p.heads));
   kernel<<<grid, Tr::threads, Tr::smem_bytes, stream>>>(qm, km, vm, p);
