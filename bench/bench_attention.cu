@@ -1,20 +1,20 @@
 // Causal GQA flash attention (backend/cuda/attention.cuh), forward and
-// backward, T = 16384 tokens as 8 sequences of 2048 (batch 8 x 2048), at
-// Qwen2.5-1.5B heads (H = 12, KV = 2, D = 128) and 0.5B heads (H = 14,
-// KV = 2, D = 64).
+// backward, at Qwen2.5-1.5B heads (H = 12, KV = 2, D = 128) and 0.5B heads
+// (H = 14, KV = 2, D = 64), on batch 8 x 2048 (8 packed sequences, the
+// training step's shape) and on one 32768-token sequence.
 //
 // Timing: CUDA events around one launch sequence (manual time).
 // Counter TFLOP/s uses the causal FLOPs of the useful work:
 //   forward  = 4 * S^2 / 2 * D * H per sequence  (Q K^T and P V, half masked)
 //   backward = 2.5 x forward                      (5 products instead of 2)
-// The backward recomputes S and dP in its separate dq pass (7 products), so
-// its hardware rate is 7/5 of the counter. Without a device the benchmarks
-// report an error and skip.
+// %roof790 is that rate against 790 TFLOP/s, the dense bf16 rate cuBLAS
+// reaches on this GPU (8192^3, random data). The backward recomputes S and dP
+// in its separate dq pass (7 products), so its hardware rate is 7/5 of the
+// counter. Without a device the benchmarks report an error and skip.
 //
-// What to expect on an H200 (~790 dense bf16 TFLOP/s via cuBLAS): this is a
-// simple mma.sync kernel (64 x 64 tiles, 4 warps, fragments read from shared
-// memory with ldmatrix, no wgmma, no TMA): forward ~150-250 TFLOP/s,
-// backward (by the counter) ~100-180 TFLOP/s.
+// Kernels: unsuffixed is attention_kernel::hopper, the wgmma + TMA kernels on sm_90
+// (hopper/attention_{fwd,bwd}_sm90.cuh); "_unpipelined" the Hopper forward
+// without its software pipeline and ping-pong; "_portable" the mma.sync ones.
 #include <benchmark/benchmark.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -29,8 +29,6 @@ namespace sc = staticgrad::cuda;
 
 namespace {
 
-constexpr int seqs = 8, seq_len = 2048;
-constexpr std::int64_t tokens = std::int64_t{seqs} * seq_len;
 
 struct device_buffer {
   void* p = nullptr;
@@ -54,7 +52,9 @@ void fill(const device_buffer& d, std::size_t n, std::mt19937& rng, float sigma)
   SG_CUDA_CHECK(cudaMemcpy(d.p, h.data(), n * 2, cudaMemcpyHostToDevice));
 }
 
-void bench_attention(benchmark::State& state, int H, int KV, int D, bool backward) {
+void bench_attention(benchmark::State& state, int H, int KV, int D, bool backward, int seqs, int seq_len,
+                     sc::attention_kernel which) {
+  const std::int64_t tokens = std::int64_t{seqs} * seq_len;
   if (!have_device()) {
     state.SkipWithError("no CUDA device");
     return;
@@ -80,9 +80,10 @@ void bench_attention(benchmark::State& state, int H, int KV, int D, bool backwar
   auto launch = [&] {
     if (backward)
       sc::attention_backward(q.bf(), k.bf(), v.bf(), out.bf(), lse.f(), dout.bf(), dq.bf(), dk.bf(), dv.bf(), seq_start,
-                             tokens, seqs, H, KV, D, ws.f(), nullptr);
+                             tokens, seqs, H, KV, D, ws.f(), nullptr, which);
     else
-      sc::attention_forward(q.bf(), k.bf(), v.bf(), out.bf(), lse.f(), seq_start, tokens, seqs, H, KV, D, nullptr);
+      sc::attention_forward(q.bf(), k.bf(), v.bf(), out.bf(), lse.f(), seq_start, tokens, seqs, H, KV, D, nullptr,
+                            which);
   };
   launch();  // warm-up
   cudaEvent_t start, stop;
@@ -103,13 +104,32 @@ void bench_attention(benchmark::State& state, int H, int KV, int D, bool backwar
   const double flops = backward ? 2.5 * fwd_flops : fwd_flops;
   state.counters["TFLOP/s"] = benchmark::Counter(flops * 1e-12, benchmark::Counter::kIsIterationInvariantRate);
   state.counters["GFLOP"] = flops * 1e-9;
+  // Roofline: the H200's dense bf16 rate measured through cuBLAS (8192^3, random data).
+  constexpr double roofline_tflops = 790.0;
+  state.counters["%roof790"] =
+      benchmark::Counter(flops * 1e-12 / roofline_tflops * 100.0, benchmark::Counter::kIsIterationInvariantRate);
 }
 
 }  // namespace
 
-BENCHMARK_CAPTURE(bench_attention, fwd_1_5b_h12_kv2_d128, 12, 2, 128, false)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(bench_attention, bwd_1_5b_h12_kv2_d128, 12, 2, 128, true)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(bench_attention, fwd_0_5b_h14_kv2_d64, 14, 2, 64, false)->UseManualTime()->Unit(benchmark::kMicrosecond);
-BENCHMARK_CAPTURE(bench_attention, bwd_0_5b_h14_kv2_d64, 14, 2, 64, true)->UseManualTime()->Unit(benchmark::kMicrosecond);
+#define SG_ATTN_BENCH(name, ...) \
+  BENCHMARK_CAPTURE(bench_attention, name, __VA_ARGS__)->UseManualTime()->Unit(benchmark::kMicrosecond)
+constexpr auto fastest = sc::attention_kernel::hopper, portable = sc::attention_kernel::portable,
+               unpipelined = sc::attention_kernel::hopper_unpipelined;
+// batch 8 x 2048 (the training step's shape) and one 32k-token sequence.
+SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_8x2048, 12, 2, 128, false, 8, 2048, fastest);
+SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_8x2048_unpipelined, 12, 2, 128, false, 8, 2048, unpipelined);
+SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_8x2048_portable, 12, 2, 128, false, 8, 2048, portable);
+SG_ATTN_BENCH(bwd_1_5b_h12_kv2_d128_8x2048, 12, 2, 128, true, 8, 2048, fastest);
+SG_ATTN_BENCH(bwd_1_5b_h12_kv2_d128_8x2048_portable, 12, 2, 128, true, 8, 2048, portable);
+SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_8x2048, 14, 2, 64, false, 8, 2048, fastest);
+SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_8x2048_unpipelined, 14, 2, 64, false, 8, 2048, unpipelined);
+SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_8x2048_portable, 14, 2, 64, false, 8, 2048, portable);
+SG_ATTN_BENCH(bwd_0_5b_h14_kv2_d64_8x2048, 14, 2, 64, true, 8, 2048, fastest);
+SG_ATTN_BENCH(bwd_0_5b_h14_kv2_d64_8x2048_portable, 14, 2, 64, true, 8, 2048, portable);
+SG_ATTN_BENCH(fwd_1_5b_h12_kv2_d128_1x32768, 12, 2, 128, false, 1, 32768, fastest);
+SG_ATTN_BENCH(bwd_1_5b_h12_kv2_d128_1x32768, 12, 2, 128, true, 1, 32768, fastest);
+SG_ATTN_BENCH(fwd_0_5b_h14_kv2_d64_1x32768, 14, 2, 64, false, 1, 32768, fastest);
+SG_ATTN_BENCH(bwd_0_5b_h14_kv2_d64_1x32768, 14, 2, 64, true, 1, 32768, fastest);
 
 BENCHMARK_MAIN();

@@ -48,6 +48,8 @@
 #include <string>
 
 #include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/backend/cuda/hopper/attention_bwd_sm90.cuh"
+#include "staticgrad/backend/cuda/hopper/attention_fwd_sm90.cuh"
 #include "staticgrad/core/error.hpp"
 
 namespace staticgrad::cuda {
@@ -745,10 +747,16 @@ void forward_impl(const fwd_params& p, cudaStream_t stream) {
 }
 
 template <int D>
-void backward_impl(const bwd_params& p, cudaStream_t stream) {
+void backward_impl(const bwd_params& p, cudaStream_t stream, bool hopper_kernels) {
   const std::int64_t rows = p.tokens * p.heads;
   attention_dot_kernel<D><<<static_cast<unsigned>((rows + 7) / 8), 256, 0, stream>>>(p);
   SG_CUDA_CHECK(cudaGetLastError());
+  if (hopper_kernels) {
+    const hopper::bwd_sm90_params hp{p.dq,   p.dk,       p.dv,    p.lse,    p.dvec,  p.seq_start,
+                                     p.tokens, p.nseq,   p.heads, p.kv_heads, p.scale, p.scale_log2};
+    hopper::attention_backward_sm90<D>(p.q, p.k, p.v, p.dout, hp, stream);
+    return;
+  }
   {
     using Tr = attention_dkdv_traits<D>;
     const auto kernel = attention_dkdv_kernel<Tr>;
@@ -770,15 +778,39 @@ void backward_impl(const bwd_params& p, cudaStream_t stream) {
 
 }  // namespace attn_detail
 
+// Which kernels run. On compute capability 9.0: `hopper` = the wgmma + TMA
+// kernels (hopper/attention_{fwd,bwd}_sm90.cuh; the forward software
+// pipelined with ping-pong consumers), `hopper_unpipelined` = the same with
+// the plain forward loop, `portable` = the mma.sync kernels (also what every
+// choice falls back to on other devices). `fastest`, the default the
+// executors use, is the fastest choice that has passed test_attention on the
+// H200 (flags below; docs/cuda.md "Attention on Hopper" has the numbers).
+// Tests and benchmarks name each choice.
+enum class attention_kernel { fastest, hopper, hopper_unpipelined, portable };
+// What `fastest` is on sm_90: the forward's pipelined loop and the Hopper
+// backward are switched on once a device run of test_attention has passed them.
+inline constexpr bool kAttentionFastestPipelined = false;
+inline constexpr bool kAttentionFastestHopperBackward = false;
+
+
 // Forward: out [T, H*D] bf16 and lse [T, H] f32 from q [T, H*D], k, v [T, KV*D].
 // seq_start: device int32 [nseq + 1]. Asynchronous on `stream`.
 inline void attention_forward(const __nv_bfloat16* q, const __nv_bfloat16* k, const __nv_bfloat16* v,
                               __nv_bfloat16* out, float* lse, const std::int32_t* seq_start, std::int64_t tokens,
-                              int nseq, int heads, int kv_heads, int head_dim, cudaStream_t stream = nullptr) {
+                              int nseq, int heads, int kv_heads, int head_dim, cudaStream_t stream = nullptr,
+                              attention_kernel which = attention_kernel::fastest) {
   attn_detail::check_args(tokens, nseq, heads, kv_heads, head_dim, {q, k, v, out}, {lse, seq_start});
   if (tokens == 0) return;
-  attn_detail::fwd_params p{q, k, v, out, lse, seq_start, tokens, nseq, heads, kv_heads,
-                            attn_detail::log2e / std::sqrt(static_cast<float>(head_dim))};
+  const float scale_log2 = attn_detail::log2e / std::sqrt(static_cast<float>(head_dim));
+  if (which != attention_kernel::portable && hopper::device_is_sm90()) {
+    const hopper::fwd_sm90_params hp{out, lse, seq_start, tokens, nseq, heads, kv_heads, scale_log2};
+    const bool pipelined =
+        which == attention_kernel::hopper || (which == attention_kernel::fastest && kAttentionFastestPipelined);
+    if (head_dim == 64) hopper::attention_forward_sm90<64>(q, k, v, hp, stream, pipelined);
+    else hopper::attention_forward_sm90<128>(q, k, v, hp, stream, pipelined);
+    return;
+  }
+  attn_detail::fwd_params p{q, k, v, out, lse, seq_start, tokens, nseq, heads, kv_heads, scale_log2};
   if (head_dim == 64) attn_detail::forward_impl<64>(p, stream);
   else attn_detail::forward_impl<128>(p, stream);
 }
@@ -795,7 +827,8 @@ inline void attention_backward(const __nv_bfloat16* q, const __nv_bfloat16* k, c
                                const __nv_bfloat16* out, const float* lse, const __nv_bfloat16* dout,
                                __nv_bfloat16* dq, __nv_bfloat16* dk, __nv_bfloat16* dv,
                                const std::int32_t* seq_start, std::int64_t tokens, int nseq, int heads,
-                               int kv_heads, int head_dim, float* workspace, cudaStream_t stream = nullptr) {
+                               int kv_heads, int head_dim, float* workspace, cudaStream_t stream = nullptr,
+                               attention_kernel which = attention_kernel::fastest) {
   attn_detail::check_args(tokens, nseq, heads, kv_heads, head_dim,
                           {q, k, v, out, dout, dq, dk, dv},
                           {lse, seq_start, workspace});
@@ -804,8 +837,12 @@ inline void attention_backward(const __nv_bfloat16* q, const __nv_bfloat16* k, c
   attn_detail::bwd_params p{q,  k,  v,         out,   dout,  lse,      workspace, dq,
                             dk, dv, seq_start, tokens, nseq, heads,    kv_heads,  scale,
                             scale * attn_detail::log2e};
-  if (head_dim == 64) attn_detail::backward_impl<64>(p, stream);
-  else attn_detail::backward_impl<128>(p, stream);
+  const bool hopper_kernels =
+      (which == attention_kernel::hopper || which == attention_kernel::hopper_unpipelined ||
+       (which == attention_kernel::fastest && kAttentionFastestHopperBackward)) &&
+      hopper::device_is_sm90();
+  if (head_dim == 64) attn_detail::backward_impl<64>(p, stream, hopper_kernels);
+  else attn_detail::backward_impl<128>(p, stream, hopper_kernels);
 }
 
 }  // namespace staticgrad::cuda

@@ -22,23 +22,42 @@
 // - C and D are the same buffer with the same layout (in-place beta = 1 is
 //   allowed); with beta = 0, C is not read (it may hold NaN);
 // - prepare() runs the heuristic (cublasLtMatmulAlgoGetHeuristic) once and
-//   keeps the best algorithm: run() only launches, so it is cheap enough for
-//   the hot path and capturable in a CUDA graph;
+//   keeps its top candidates (up to tune_candidates, deterministic reductions
+//   only: no split-K "in place" scheme); the first run() outside a CUDA graph
+//   capture times each candidate on the real operands (tune_reps launches
+//   each, CUDA events) and keeps the fastest, cached process-wide per shape
+//   (matmul_tune_cache), so the heuristic's first guess, which can be 10-20 %
+//   off the best algorithm for a shape, is not what trains. Tuning writes
+//   only C (beta = 0) or a scratch copy of C (beta != 0). Later run()s only
+//   launch: cheap enough for the hot path and capturable in a CUDA graph.
+//   STATICGRAD_MATMUL_TUNE=0 in the environment keeps the heuristic's first;
+// - reductions over a long K into a skinny f32 C (C = A^T B, M or N only
+//   16..64: the LoRA dA and dB) can have one more candidate, token_reduce.cuh's
+//   split-K tensor-core kernel with a fixed-order second pass (deterministic
+//   too); tuning keeps it where it beats cuBLASLt (token_reduce_enabled);
 // - prepare() is told the alignment of each pointer (default 256 B, what
 //   cudaMalloc returns); run() checks the real pointers against it and throws
 //   staticgrad::error instead of launching a kernel that assumed more;
-// - run() needs a workspace of at least workspace_needed() bytes (at most the
-//   workspace_bytes given to prepare(), e.g. 32 MiB) on the same stream.
+// - run() needs a workspace of at least workspace_needed() bytes (the largest
+//   any candidate needs, at most the workspace_bytes given to prepare(),
+//   e.g. 32 MiB) on the same stream.
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <tuple>
 #include <type_traits>
+#include <vector>
 
 #include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/backend/cuda/token_reduce.cuh"
 #include "staticgrad/core/error.hpp"
 
 namespace staticgrad::cuda {
@@ -54,6 +73,8 @@ inline void check_cublas(cublasStatus_t s, const char* call, const char* file, i
 #define SG_CUBLAS_CHECK(call) ::staticgrad::cuda::check_cublas((call), #call, __FILE__, __LINE__)
 
 namespace staticgrad::cuda {
+
+inline constexpr bool kTokenReduceCandidate = false;  // see rm_matmul::token_reduce_enabled
 
 // The largest power of two (capped at 256) dividing `bytes`: the alignment of
 // base + bytes when base is 256-byte aligned (cudaMalloc).
@@ -126,14 +147,37 @@ class rm_matmul {
     SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &al_c, sizeof(al_c)));
     SG_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(p, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &al_c, sizeof(al_c)));
 
-    cublasLtMatmulHeuristicResult_t r{};
+    cublasLtMatmulHeuristicResult_t r[tune_candidates]{};
     int found = 0;
-    SG_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, d, la, lb, lc, lc, p, 1, &r, &found));
-    if (found == 0 || r.state != CUBLAS_STATUS_SUCCESS)
+    SG_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, d, la, lb, lc, lc, p, tune_candidates, r, &found));
+    candidates_.clear();
+    workspace_needed_ = 0;
+    for (int i = 0; i < found; ++i) {
+      if (r[i].state != CUBLAS_STATUS_SUCCESS) continue;
+      // Split-K reduced "in place" (atomically, into the output) is not
+      // deterministic: never a candidate, so that any winner is.
+      std::uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_NONE, splits = 1;
+      std::size_t got = 0;
+      cublasLtMatmulAlgoConfigGetAttribute(&r[i].algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof(scheme), &got);
+      cublasLtMatmulAlgoConfigGetAttribute(&r[i].algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &splits, sizeof(splits), &got);
+      if (splits > 1 && scheme == CUBLASLT_REDUCTION_SCHEME_INPLACE) continue;
+      candidates_.push_back({r[i].algo, r[i].workspaceSize});
+      workspace_needed_ = std::max(workspace_needed_, r[i].workspaceSize);
+    }
+    if (candidates_.empty())
       throw error(who + ": cuBLASLt found no algorithm (M=" + std::to_string(s.M) + " N=" + std::to_string(s.N) +
                   " K=" + std::to_string(s.K) + ")");
-    algo_ = r.algo;
-    workspace_needed_ = r.workspaceSize;
+    algo_ = candidates_.front().algo;
+    algo_workspace_ = candidates_.front().workspace;
+    use_reduce_ = false;
+    reduce_ = token_reduce_plan{};
+    if (tuning_enabled() && token_reduce_enabled() && s.c_type == CUDA_R_32F && s.trans_a && !s.trans_b && s.align_a >= 16 && s.align_b >= 16)
+      reduce_ = token_reduce_plan::make(s.M, s.N, s.K, s.lda, s.ldb, workspace_bytes);
+    if (reduce_.valid) workspace_needed_ = std::max(workspace_needed_, reduce_.workspace);
+    tuned_ = (candidates_.size() == 1 && !reduce_.valid) || !tuning_enabled();
+    if (!tuned_) {
+      if (const auto* hit = tune_cache().find(key())) adopt(*hit);
+    }
     prepared_ = true;
   }
 
@@ -147,10 +191,20 @@ class rm_matmul {
     auto aligned = [](const void* ptr, std::uint32_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
     if (!aligned(A, spec_.align_a) || !aligned(B, spec_.align_b) || !aligned(C, spec_.align_c))
       fail("a pointer is less aligned than prepare() was told");
-    SG_CUBLAS_CHECK(cublasLtMatmul(handle, desc_.get(), &alpha, B, layout_a_.get(), A, layout_b_.get(), &beta, C,
-                                   layout_c_.get(), C, layout_c_.get(), &algo_, workspace_needed_ ? workspace : nullptr,
-                                   workspace_needed_, stream));
+    if (!tuned_) tune(handle, stream, A, B, C, beta, workspace);
+    if (use_reduce_) reduce_.run(stream, A, spec_.lda, B, spec_.ldb, static_cast<float*>(C), spec_.ldc, alpha, beta, workspace);
+    else launch(handle, stream, algo_, algo_workspace_, A, B, C, alpha, beta, workspace);
   }
+  // True when run() uses token_reduce.cuh's kernel instead of cuBLASLt.
+  bool uses_token_reduce() const { return use_reduce_; }
+
+  // Candidates the heuristic offered (after the determinism filter) and the
+  // one run() uses: the tuned winner once the first run() has happened.
+  std::size_t candidates() const { return candidates_.size(); }
+  bool tuned() const { return tuned_; }
+
+  static constexpr int tune_candidates = 8;
+  static constexpr int tune_reps = 3;
 
   const matmul_spec& spec() const { return spec_; }
   std::size_t workspace_needed() const { return workspace_needed_; }
@@ -168,12 +222,145 @@ class rm_matmul {
   };
   using layout_ptr = std::unique_ptr<std::remove_pointer_t<cublasLtMatrixLayout_t>, layout_deleter>;
 
+  struct candidate {
+    cublasLtMatmulAlgo_t algo;
+    std::size_t workspace;
+    bool token_reduce = false;  // the winner is token_reduce.cuh's kernel, not algo
+  };
+  void adopt(const candidate& c) const {
+    algo_ = c.algo;
+    algo_workspace_ = c.workspace;
+    use_reduce_ = c.token_reduce && reduce_.valid;
+    tuned_ = true;
+  }
+  // Winners per shape, shared by every rm_matmul of the process.
+  using tune_key = std::tuple<std::int64_t, std::int64_t, std::int64_t, bool, bool, std::int64_t, std::int64_t,
+                              std::int64_t, int, std::uint32_t, std::uint32_t, std::uint32_t, std::size_t, int>;
+  class matmul_tune_cache {
+   public:
+    const candidate* find(const tune_key& k) {
+      std::lock_guard<std::mutex> lock(mu_);
+      const auto it = map_.find(k);
+      return it == map_.end() ? nullptr : &it->second;
+    }
+    void put(const tune_key& k, const candidate& c) {
+      std::lock_guard<std::mutex> lock(mu_);
+      map_.insert_or_assign(k, c);
+    }
+
+   private:
+    std::mutex mu_;
+    std::map<tune_key, candidate> map_;  // node-based: found pointers stay valid
+  };
+  static matmul_tune_cache& tune_cache() {
+    static matmul_tune_cache c;
+    return c;
+  }
+  // The token_reduce candidate: off until a device run of test_token_reduce
+  // has passed it (kTokenReduceCandidate); STATICGRAD_TOKEN_REDUCE=1 / 0
+  // in the environment switches it on / off regardless.
+  static bool token_reduce_enabled() {
+    const char* e = std::getenv("STATICGRAD_TOKEN_REDUCE");
+    return e == nullptr ? kTokenReduceCandidate : std::string(e) != "0";
+  }
+  static bool tuning_enabled() {
+    const char* e = std::getenv("STATICGRAD_MATMUL_TUNE");
+    return e == nullptr || std::string(e) != "0";
+  }
+  tune_key key() const {
+    int dev = 0;
+    cudaGetDevice(&dev);
+    return {spec_.M,       spec_.N,       spec_.K,       spec_.trans_a,    spec_.trans_b,
+            spec_.lda,     spec_.ldb,     spec_.ldc,     int(spec_.c_type), spec_.align_a,
+            spec_.align_b, spec_.align_c, workspace_needed_, dev};
+  }
+
+  void launch(cublasLtHandle_t handle, cudaStream_t stream, const cublasLtMatmulAlgo_t& algo, std::size_t ws,
+              const void* A, const void* B, void* C, float alpha, float beta, void* workspace) const {
+    SG_CUBLAS_CHECK(cublasLtMatmul(handle, desc_.get(), &alpha, B, layout_a_.get(), A, layout_b_.get(), &beta, C,
+                                   layout_c_.get(), C, layout_c_.get(), &algo, ws ? workspace : nullptr, ws, stream));
+  }
+
+  // Times every candidate on the real operands (into C when beta == 0, else
+  // into a scratch C) and keeps the fastest. Skipped (tried again next run)
+  // while `stream` is being captured into a graph.
+  void tune(cublasLtHandle_t handle, cudaStream_t stream, const void* A, const void* B, void* C, float beta,
+            void* workspace) const {
+    cudaStreamCaptureStatus cap = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &cap) != cudaSuccess || cap != cudaStreamCaptureStatusNone) return;
+    const tune_key k = key();
+    if (const auto* hit = tune_cache().find(k)) {
+      adopt(*hit);
+      return;
+    }
+    void* out = C;
+    void* scratch = nullptr;
+    if (beta != 0.f) {
+      const std::size_t bytes = static_cast<std::size_t>(spec_.M) * spec_.ldc * dtype_size(spec_.c_type);
+      if (cudaMalloc(&scratch, bytes) != cudaSuccess) {
+        cudaGetLastError();  // out of memory: keep the heuristic's first, do not retry
+        tuned_ = true;
+        return;
+      }
+      out = scratch;
+    }
+    cudaEvent_t e0 = nullptr, e1 = nullptr;
+    SG_CUDA_CHECK(cudaEventCreate(&e0));
+    SG_CUDA_CHECK(cudaEventCreate(&e1));
+    float best = 0.f;
+    std::size_t best_i = 0;
+    bool any = false;
+    for (std::size_t i = 0; i < candidates_.size(); ++i) {
+      const candidate& c = candidates_[i];
+      // Warm-up; a candidate that fails to launch is skipped.
+      if (cublasLtMatmul(handle, desc_.get(), &one_, B, layout_a_.get(), A, layout_b_.get(), &zero_, out,
+                         layout_c_.get(), out, layout_c_.get(), &c.algo, c.workspace ? workspace : nullptr,
+                         c.workspace, stream) != CUBLAS_STATUS_SUCCESS)
+        continue;
+      SG_CUDA_CHECK(cudaEventRecord(e0, stream));
+      for (int rep = 0; rep < tune_reps; ++rep) launch(handle, stream, c.algo, c.workspace, A, B, out, 1.f, 0.f, workspace);
+      SG_CUDA_CHECK(cudaEventRecord(e1, stream));
+      SG_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0.f;
+      SG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      if (!any || ms < best) {
+        best = ms;
+        best_i = i;
+        any = true;
+      }
+    }
+    candidate winner = candidates_[best_i];
+    if (reduce_.valid) {
+      auto* c = static_cast<float*>(out);
+      reduce_.run(stream, A, spec_.lda, B, spec_.ldb, c, spec_.ldc, 1.f, 0.f, workspace);  // warm-up
+      SG_CUDA_CHECK(cudaEventRecord(e0, stream));
+      for (int rep = 0; rep < tune_reps; ++rep)
+        reduce_.run(stream, A, spec_.lda, B, spec_.ldb, c, spec_.ldc, 1.f, 0.f, workspace);
+      SG_CUDA_CHECK(cudaEventRecord(e1, stream));
+      SG_CUDA_CHECK(cudaEventSynchronize(e1));
+      float ms = 0.f;
+      SG_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+      if (!any || ms < best) winner.token_reduce = true;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    if (scratch) cudaFree(scratch);
+    tune_cache().put(k, winner);
+    adopt(winner);
+  }
+
+  static constexpr float one_ = 1.f, zero_ = 0.f;
   matmul_spec spec_{};
   std::string name_ = "matmul";
   std::unique_ptr<std::remove_pointer_t<cublasLtMatmulDesc_t>, desc_deleter> desc_;
   layout_ptr layout_a_, layout_b_, layout_c_;  // cuBLASLt's A (our B), B (our A), C = D
-  cublasLtMatmulAlgo_t algo_{};
-  std::size_t workspace_needed_ = 0;
+  std::vector<candidate> candidates_;
+  mutable cublasLtMatmulAlgo_t algo_{};  // run() settles it on its first, tuning call
+  mutable std::size_t algo_workspace_ = 0;
+  mutable bool tuned_ = false;
+  token_reduce_plan reduce_;       // valid: the shape has the token_reduce candidate
+  mutable bool use_reduce_ = false;
+  std::size_t workspace_needed_ = 0;  // the largest of the candidates'
   bool prepared_ = false;
 };
 
