@@ -34,18 +34,10 @@ template <class A, class B> using add = graph::add_node<A, B, false>;
 template <class A, class B> using add_ = graph::add_node<A, B, true>;
 
 struct add_fn {
+  static constexpr row_form form = row_form::pointwise;
   template <class F> SG_HD static F forward(F a, F b) { return a + b; }
+  template <class F> SG_HD static void backward(F dy, F, F, F& da, F& db) { da = db = dy; }
 };
-
-template <class S>
-inline void add_row_forward(const row_args<S>& r) {
-  for (int i = 0; i < r.width; ++i) r.out[i] = add_fn::forward(r.in[0][i], r.in[1][i]);
-}
-template <class S>
-inline void add_row_backward(const row_grad_args<S>& g) {
-  for (int k = 0; k < 2; ++k)
-    if (g.din[k])
-      for (int i = 0; i < g.fwd.width; ++i) put_grad(g.din[k], i, g.dy[i], g.acc[k]);
-}
+template <> struct row_op<graph::op_kind::add> : add_fn {};
 
 }  // namespace staticgrad
