@@ -28,7 +28,7 @@
 
 namespace sc = staticgrad::cuda;
 using bf16 = __nv_bfloat16;
-using plan = sc::plans::qwen2_1_5b::schedule;
+using plan = sc::plans::qwen2_1_5b::block;
 
 namespace {
 
@@ -71,35 +71,28 @@ struct setup {
     cfg.lora_scaling = 2.0f, cfg.rank = kRank;
     ex = std::make_unique<sc::block_executor<plan>>(kT, kRank, cfg);
     std::uint32_t seed = 1;
-    auto frozen_param = [&](const char* name, std::size_t n, bool norm) {
-      for (const auto& f : frozen_names)
-        if (f == name) return;
-      frozen_names.emplace_back(name);
-      frozen.emplace_back(n);
-      fill(frozen.back().get(), n, norm ? 1.0f : 0.0f, norm ? 0.1f : 0.02f, seed++);
-      ex->set_frozen(name, frozen.back().get());
-    };
-    // Every parameter the schedule names: projection weights, adapters, row-group vectors.
-    for (const auto& e : plan::forward) {
-      if (e.kind == sc::entry_kind::lora_linear) {
-        if (e.weight[0]) frozen_param(e.weight, static_cast<std::size_t>(e.dim_out) * e.dim_in, false);
-        if (e.adapter[0]) {
-          const std::size_t na = static_cast<std::size_t>(kRank) * e.dim_in, nb = static_cast<std::size_t>(e.dim_out) * kRank;
-          for (std::size_t n : {na, nb, na, nb}) lora.emplace_back(n);
-          const std::size_t k = lora.size() - 4;
-          fill(lora[k].get(), na, 0.0f, 0.03f, seed++);
-          fill(lora[k + 1].get(), nb, 0.0f, 0.02f, seed++);
-          SG_CUDA_CHECK(cudaMemset(lora[k + 2].get(), 0, na * sizeof(float)));
-          SG_CUDA_CHECK(cudaMemset(lora[k + 3].get(), 0, nb * sizeof(float)));
-          ex->set_lora(e.adapter, lora[k].get(), lora[k + 1].get(), lora[k + 2].get(), lora[k + 3].get());
-        }
+    // Every parameter slot of the schedule: projection weights, row-group vectors, adapters.
+    const auto& S = plan::data;
+    for (int p = 0; p < S.n_params; ++p) {
+      const auto& ps = S.params[p];
+      const std::string name(ps.name.view());
+      if (ps.kind == staticgrad::graph::op_kind::lora_adapter) {
+        const std::size_t na = static_cast<std::size_t>(kRank) * ps.cols, nb = static_cast<std::size_t>(ps.rows) * kRank;
+        for (std::size_t n : {na, nb, na, nb}) lora.emplace_back(n);
+        const std::size_t k = lora.size() - 4;
+        fill(lora[k].get(), na, 0.0f, 0.03f, seed++);
+        fill(lora[k + 1].get(), nb, 0.0f, 0.02f, seed++);
+        SG_CUDA_CHECK(cudaMemset(lora[k + 2].get(), 0, na * sizeof(float)));
+        SG_CUDA_CHECK(cudaMemset(lora[k + 3].get(), 0, nb * sizeof(float)));
+        ex->set_lora(name, lora[k].get(), lora[k + 1].get(), lora[k + 2].get(), lora[k + 3].get());
+      } else {
+        const std::size_t n = static_cast<std::size_t>(ps.rows) * ps.cols;
+        const bool norm = name.find("layernorm") != std::string::npos;
+        frozen.emplace_back(n);
+        fill(frozen.back().get(), n, norm ? 1.0f : 0.0f, norm ? 0.1f : 0.02f, seed++);
+        ex->set_frozen(name, frozen.back().get());
       }
-      for (int p = 0; p < e.n_params; ++p)
-        frozen_param(e.params[p].name, e.params[p].width, std::string(e.params[p].name).find("layernorm") != std::string::npos);
     }
-    for (const auto& e : plan::backward)
-      for (int p = 0; p < e.n_params; ++p)
-        frozen_param(e.params[p].name, e.params[p].width, std::string(e.params[p].name).find("layernorm") != std::string::npos);
     const std::size_t nx = static_cast<std::size_t>(kT) * plan::input_width;
     x = sc::device_array<bf16>(nx), y = sc::device_array<bf16>(nx);
     dres = sc::device_array<bf16>(nx), dres0 = sc::device_array<bf16>(nx);

@@ -33,13 +33,15 @@
 #include "staticgrad/backend/cuda/model_step.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
 #include "staticgrad/plans/qwen2_1_5b.cuh"
+#include "staticgrad/plans/qwen2_3b.cuh"
+#include "staticgrad/plans/qwen2_7b.cuh"
 
 namespace sc = staticgrad::cuda;
 using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr int kSeqs = 8, kSeqLen = 2048, kT = kSeqs * kSeqLen, kRank = 16, kVocab = 151936;
+constexpr int kSeqLen = 2048, kRank = 16;
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // Deterministic uniform values with standard deviation `std` around `mean`.
@@ -62,23 +64,29 @@ void fill(T* p, std::size_t n, float mean, float std, std::uint32_t seed) {
 struct result {
   std::string model;
   bool ok = false;
-  double step_ms = 0, tok_s = 0, alloc_gib = 0, used_gib = 0, first_loss = 0, last_loss = 0;
+  int seqs = 0;
+  double step_ms = 0, tok_s = 0, alloc_gib = 0, predicted_gib = 0, used_gib = 0, first_loss = 0, last_loss = 0, host_us = 0;
+  double ph[4] = {0, 0, 0, 0};
 };
 
 template <class Plan>
-result run(const char* label, int layers, int steps, std::int64_t chunk) {
+result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kSeqs, int steps, std::int64_t chunk) {
+  const int kT = kSeqs * kSeqLen;
   result res;
   res.model = label;
   std::size_t free0 = 0, total = 0;
   SG_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   {
     sc::model_options o;
-    o.layers = layers, o.vocab = kVocab, o.tied = true, o.rank = kRank, o.lora_scaling = 32.0f / kRank;
+    o.layers = layers, o.vocab = kVocab, o.tied = tied, o.rank = kRank, o.lora_scaling = 32.0f / kRank;
     o.eps = 1e-6f, o.rope_theta = 1e6f, o.ce_chunk = chunk;
     sc::model_step<Plan> m(kT, o);
-    const int H = Plan::input_width;
+    res.seqs = kSeqs;
+    res.predicted_gib = static_cast<double>(sc::model_step<Plan>::predict_bytes(kT, o).total()) / kGiB;
+    const int H = Plan::block::input_width;
     std::uint32_t seed = 1;
     fill(m.embedding(), static_cast<std::size_t>(kVocab) * H, 0.0f, 0.02f, seed++);
+    if (!tied) fill(m.lm_head(), static_cast<std::size_t>(kVocab) * H, 0.0f, 0.02f, seed++);
     fill(m.final_norm(), H, 1.0f, 0.0f, seed++);
     for (int l = 0; l < layers; ++l)
       for (const auto& w : m.layer_weights()) {
@@ -101,13 +109,18 @@ result run(const char* label, int layers, int steps, std::int64_t chunk) {
 
     sc::adamw_hparams h;
     h.lr = 1e-4, h.weight_decay = 0.0, h.max_grad_norm = 1.0;
-    res.first_loss = m.step(h, h.lr);
-    m.step(h, h.lr);  // warm-up
+    res.first_loss = m.step(h, h.lr);  // uncaptured (lazy kernel attributes)
+    m.step(h, h.lr);                    // captured once, launched
     cudaEvent_t start, stop;
     SG_CUDA_CHECK(cudaEventCreate(&start));
     SG_CUDA_CHECK(cudaEventCreate(&stop));
     SG_CUDA_CHECK(cudaEventRecord(start, m.stream()));
-    for (int i = 0; i < steps; ++i) res.last_loss = m.step(h, h.lr);
+    double host_us = 0;
+    for (int i = 0; i < steps; ++i) {
+      res.last_loss = m.step(h, h.lr);
+      host_us += m.last_host_us();
+    }
+    res.host_us = host_us / steps;
     SG_CUDA_CHECK(cudaEventRecord(stop, m.stream()));
     SG_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0;
@@ -119,6 +132,7 @@ result run(const char* label, int layers, int steps, std::int64_t chunk) {
     m.step(h, h.lr);
     const auto ph = m.phase_ms();
     m.set_profiling(false);
+    for (int i = 0; i < 4; ++i) res.ph[i] = ph[static_cast<std::size_t>(i)];
     res.tok_s = kT / (res.step_ms * 1e-3);
     std::size_t free1 = 0;
     SG_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
@@ -126,12 +140,15 @@ result run(const char* label, int layers, int steps, std::int64_t chunk) {
     res.used_gib = static_cast<double>(total - free1) / kGiB;
     std::printf("%-13s %2d layers, T = %d (%d x %d), r = %d, LM-head chunk %lld: %8.2f ms/step  %8.0f tok/s  "
                 "loss %.4f -> %.4f  grad norm %.3e\n"
-                "              phases: forward (embedding + blocks) %.2f ms, LM head + CE (+ norms) %.2f ms, "
-                "backward (blocks) %.2f ms, AdamW %.3f ms\n"
-                "              allocated by staticgrad %.2f GiB, device used %.2f GiB (before the model: %.2f GiB)\n",
+                "              phases: forward (embedding + blocks) %.2f ms, head forward + backward %.2f ms, "
+                "backward (blocks) %.2f ms, AdamW %.3f ms; host time per step %.1f us (%.3f%% of the step), "
+                "%zu CUDA graph(s)\n"
+                "              allocated by staticgrad %.3f GiB (predicted from the plans %.3f GiB), device used %.2f GiB "
+                "(before the model: %.2f GiB)\n",
                 label, layers, kT, kSeqs, kSeqLen, kRank, static_cast<long long>(m.chunk_tokens()), res.step_ms,
-                res.tok_s, res.first_loss, res.last_loss, m.last_grad_norm(), ph[0], ph[1], ph[2], ph[3], res.alloc_gib, res.used_gib,
-                static_cast<double>(total - free0) / kGiB);
+                res.tok_s, res.first_loss, res.last_loss, m.last_grad_norm(), ph[0], ph[1], ph[2], ph[3], res.host_us,
+                100.0 * res.host_us / (res.step_ms * 1e3), m.captured_graphs(), res.alloc_gib, res.predicted_gib,
+                res.used_gib, static_cast<double>(total - free0) / kGiB);
     res.ok = std::isfinite(res.last_loss);
   }
   return res;
@@ -145,32 +162,49 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: skipping\n");
     return 77;
   }
-  const std::string which = argc > 1 ? argv[1] : "all";
-  const int steps = argc > 2 ? std::atoi(argv[2]) : 10;
-  const std::int64_t chunk = argc > 3 ? std::atoll(argv[3]) : 2048;
-  if (steps <= 0 || chunk <= 0 || (which != "all" && which != "0.5b" && which != "1.5b")) {
-    std::printf("usage: bench_model_step [all|0.5b|1.5b] [steps > 0] [LM-head chunk tokens > 0]\n");
+  // bench_model_step [size ...] [--seqs N] [--steps N] [--chunk N]: sizes 0.5b 1.5b 3b 7b (default 0.5b 1.5b),
+  // batch N x 2048 tokens (default 8).
+  std::vector<std::string> sizes;
+  int seqs = 8, steps = 10;
+  std::int64_t chunk = 2048;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if ((a == "--seqs" || a == "--steps" || a == "--chunk") && i + 1 < argc) {
+      const long long v = std::atoll(argv[++i]);
+      if (a == "--seqs") seqs = static_cast<int>(v);
+      else if (a == "--steps") steps = static_cast<int>(v);
+      else chunk = v;
+    } else if (a == "0.5b" || a == "1.5b" || a == "3b" || a == "7b") {
+      sizes.push_back(a);
+    } else {
+      std::printf("usage: bench_model_step [0.5b|1.5b|3b|7b ...] [--seqs N] [--steps N] [--chunk N]\n");
+      return 1;
+    }
+  }
+  if (sizes.empty()) sizes = {"0.5b", "1.5b"};
+  if (steps <= 0 || chunk <= 0 || seqs <= 0) {
+    std::printf("bench_model_step: --seqs, --steps and --chunk must be positive\n");
     return 1;
   }
   std::vector<result> rs;
   try {
-    if (which != "1.5b") rs.push_back(run<sc::plans::qwen2_0_5b::schedule>("Qwen2.5-0.5B", 24, steps, chunk));
-    if (which != "0.5b") rs.push_back(run<sc::plans::qwen2_1_5b::schedule>("Qwen2.5-1.5B", 28, steps, chunk));
+    // Layers, vocabulary and tying as the Hugging Face configs of the sizes.
+    for (const auto& z : sizes) {
+      if (z == "0.5b") rs.push_back(run<sc::plans::qwen2_0_5b::model>("Qwen2.5-0.5B", 24, 151936, true, seqs, steps, chunk));
+      if (z == "1.5b") rs.push_back(run<sc::plans::qwen2_1_5b::model>("Qwen2.5-1.5B", 28, 151936, true, seqs, steps, chunk));
+      if (z == "3b") rs.push_back(run<sc::plans::qwen2_3b::model>("Qwen2.5-3B", 36, 151936, true, seqs, steps, chunk));
+      if (z == "7b") rs.push_back(run<sc::plans::qwen2_7b::model>("Qwen2.5-7B", 28, 152064, false, seqs, steps, chunk));
+    }
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     return 1;
   }
-  // The comparison figures are quoted from the project brief (same setting, one H200), not measured here.
-  std::printf("\nFull LoRA training step, batch 8 x 2048, r = 16 on all seven projections, bf16, one H200\n");
-  std::printf("| model | stack | tok/s | memory |\n|---|---|---|---|\n");
+  std::printf("\n| model | batch | ms / step | tokens/s | forward | head | backward | AdamW | host / step | allocated (predicted) | device used |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rs)
-    std::printf("| %s | staticgrad (measured here) | %.0f | %.1f GiB allocated, %.1f GiB device used |\n",
-                r.model.c_str(), r.tok_s, r.alloc_gib, r.used_gib);
-  std::printf("| Qwen2.5-0.5B | HF+PEFT (from the project brief, not measured here) | 52k | - |\n");
-  std::printf("| Qwen2.5-0.5B | Liger (from the project brief, not measured here) | 64k | - |\n");
-  std::printf("| Qwen2.5-1.5B | HF+PEFT (from the project brief, not measured here) | 31k | 89 GiB |\n");
-  std::printf("| Qwen2.5-1.5B | Liger (from the project brief, not measured here) | 32k | 56 GiB |\n");
-  std::printf("| Qwen2.5-1.5B | Liger+torch.compile (from the project brief, not measured here) | 37k | 51 GiB |\n");
+    std::printf("| %s | %d x 2048 | %.1f | %.0f | %.1f ms | %.1f ms | %.1f ms | %.2f ms | %.0f us (%.3f%%) | %.2f GiB (%.2f) | %.2f GiB |\n",
+                r.model.c_str(), r.seqs, r.step_ms, r.tok_s, r.ph[0], r.ph[1], r.ph[2], r.ph[3], r.host_us,
+                100.0 * r.host_us / (r.step_ms * 1e3), r.alloc_gib, r.predicted_gib, r.used_gib);
   bool ok = true;
   for (const auto& r : rs) ok = ok && r.ok;
   return ok ? 0 : 1;

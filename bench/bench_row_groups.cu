@@ -11,13 +11,16 @@
 
 #include <memory>
 #include <random>
+#include <stdexcept>
+#include <string>
+#include <type_traits>
 #include <vector>
 
 #include "staticgrad/backend/cuda/row_group.cuh"
 #include "staticgrad/plans/qwen2_1_5b.cuh"
 
 namespace sc = staticgrad::cuda;
-namespace plan = staticgrad::cuda::plans::qwen2_1_5b;
+using plan = staticgrad::cuda::plans::qwen2_1_5b::block;
 
 namespace {
 
@@ -34,8 +37,18 @@ bool have_device() {
   return cudaGetDeviceCount(&n) == cudaSuccess && n > 0;
 }
 
-template <class Group>
-void bench_group(benchmark::State& state, const sc::kernel_info& info) {
+// Row-group entry `which` ("f2", "b10": kernel ids as explain prints them) of the plan.
+const staticgrad::graph::entry& find_entry(const std::string& which) {
+  const auto& S = plan::data;
+  for (int i = 0; i < S.n_fwd; ++i)
+    if (which == "f" + std::to_string(S.fwd[i].kernel) && S.fwd[i].kind == staticgrad::graph::kernel_kind::row_group) return S.fwd[i];
+  for (int i = 0; i < S.n_bwd; ++i)
+    if (which == "b" + std::to_string(S.bwd[i].kernel) && S.bwd[i].kind == staticgrad::graph::kernel_kind::row_group_bwd)
+      return S.bwd[i];
+  throw std::runtime_error("bench_row_groups: the plan has no row group " + which);
+}
+
+void bench_group(benchmark::State& state, const staticgrad::graph::entry& e) {
   if (!have_device()) {
     state.SkipWithError("no CUDA device");
     return;
@@ -45,9 +58,9 @@ void bench_group(benchmark::State& state, const sc::kernel_info& info) {
   std::vector<std::unique_ptr<device_buffer>> keep;
   sc::row_group_args a;
   double bytes = 0;
-  for (int j = 0; j < info.n_buffers; ++j) {
-    const auto& b = info.buffers[j];
-    const std::size_t esize = b.kind == sc::binding_kind::stat ? 4 : 2, count = static_cast<std::size_t>(tokens * b.width);
+  for (int j = 0; j < e.n_buf; ++j) {
+    const auto& b = e.buf[j];
+    const std::size_t esize = b.store == staticgrad::graph::storage::stat ? 4 : 2, count = static_cast<std::size_t>(tokens * b.width);
     keep.push_back(std::make_unique<device_buffer>(count * esize));
     // Plausible values (positive statistics, no NaN/inf on the timed path).
     if (esize == 4) {
@@ -60,13 +73,14 @@ void bench_group(benchmark::State& state, const sc::kernel_info& info) {
       SG_CUDA_CHECK(cudaMemcpy(keep.back()->p, h.data(), count * 2, cudaMemcpyHostToDevice));
     }
     a.buf[j] = keep.back()->p;
-    bytes += static_cast<double>(count * esize) * (b.mode == sc::access::read_write ? 2 : 1);
+    bytes += static_cast<double>(count * esize) * (e.buf_read[j] && e.buf_written[j] ? 2 : 1);
   }
-  for (int p = 0; p < info.n_params; ++p) {
-    keep.push_back(std::make_unique<device_buffer>(static_cast<std::size_t>(info.params[p].width) * 2));
-    SG_CUDA_CHECK(cudaMemset(keep.back()->p, 0, static_cast<std::size_t>(info.params[p].width) * 2));
+  for (int p = 0; p < e.n_par; ++p) {
+    const std::size_t w = static_cast<std::size_t>(plan::data.params[e.par[p]].cols);
+    keep.push_back(std::make_unique<device_buffer>(w * 2));
+    SG_CUDA_CHECK(cudaMemset(keep.back()->p, 0, w * 2));
     a.par[p] = static_cast<const __nv_bfloat16*>(keep.back()->p);
-    bytes += info.params[p].width * 2.0;
+    bytes += static_cast<double>(w) * 2.0;
   }
   std::vector<std::int32_t> pos(tokens);
   for (std::int64_t t = 0; t < tokens; ++t) pos[t] = static_cast<std::int32_t>(t % 2048);
@@ -79,11 +93,12 @@ void bench_group(benchmark::State& state, const sc::kernel_info& info) {
   cudaEvent_t start, stop;
   SG_CUDA_CHECK(cudaEventCreate(&start));
   SG_CUDA_CHECK(cudaEventCreate(&stop));
-  sc::launch_row_group<Group>(a);  // warm-up (and first-launch attribute setup)
+  auto launch = [&] { plan::row_group(e.group, [&](auto* g) { sc::launch_row_group<std::remove_pointer_t<decltype(g)>>(a); }); };
+  launch();  // warm-up (and first-launch attribute setup)
   SG_CUDA_CHECK(cudaDeviceSynchronize());
   for (auto _ : state) {
     SG_CUDA_CHECK(cudaEventRecord(start));
-    sc::launch_row_group<Group>(a);
+    launch();
     SG_CUDA_CHECK(cudaEventRecord(stop));
     SG_CUDA_CHECK(cudaEventSynchronize(stop));
     float ms = 0;
@@ -95,27 +110,30 @@ void bench_group(benchmark::State& state, const sc::kernel_info& info) {
   state.counters["GB/s"] = benchmark::Counter(bytes * static_cast<double>(state.iterations()) / 1e9,
                                               benchmark::Counter::kIsRate);
   state.counters["MB"] = bytes / 1e6;
-  state.SetLabel(info.ops);
+  std::string ops;
+  for (int i = 0; i < e.n_steps; ++i)
+    ops += (i ? " + " : "") + std::string(staticgrad::graph::traits_of(plan::data.steps[e.step0 + i].op).name);
+  state.SetLabel(ops);
 }
 
 }  // namespace
 
 // bias + RoPE on q (f2), add + RMSNorm (f9), SwiGLU (f12); backward: SwiGLU (b1),
 // RMSNorm with residual-gradient accumulation (b4), RoPE on q (b10).
-template <class Group>
-void add(const char* name, const sc::kernel_info& info) {
-  benchmark::RegisterBenchmark(name, [&info](benchmark::State& s) { bench_group<Group>(s, info); })
+void add(const char* name, const char* which) {
+  const auto& e = find_entry(which);
+  benchmark::RegisterBenchmark(name, [&e](benchmark::State& s) { bench_group(s, e); })
       ->UseManualTime()
       ->Unit(benchmark::kMicrosecond);
 }
 
 int main(int argc, char** argv) {
-  add<plan::f2>("qwen2_1_5b/f2_bias_rope_q", plan::f2_info);
-  add<plan::f9>("qwen2_1_5b/f9_add_rmsnorm", plan::f9_info);
-  add<plan::f12>("qwen2_1_5b/f12_swiglu", plan::f12_info);
-  add<plan::b1>("qwen2_1_5b/b1_swiglu_bwd", plan::b1_info);
-  add<plan::b4>("qwen2_1_5b/b4_rmsnorm_bwd_acc", plan::b4_info);
-  add<plan::b10>("qwen2_1_5b/b10_rope_q_bwd", plan::b10_info);
+  add("qwen2_1_5b/f2_bias_rope_q", "f2");
+  add("qwen2_1_5b/f9_add_rmsnorm", "f9");
+  add("qwen2_1_5b/f12_swiglu", "f12");
+  add("qwen2_1_5b/b1_swiglu_bwd", "b1");
+  add("qwen2_1_5b/b4_rmsnorm_bwd_acc", "b4");
+  add("qwen2_1_5b/b10_rope_q_bwd", "b10");
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();

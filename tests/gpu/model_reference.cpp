@@ -28,9 +28,11 @@ const char* model_reference_target(int t) {
   return t >= 0 && t < static_cast<int>(names.size()) ? names[static_cast<std::size_t>(t)].c_str() : "";
 }
 
-int model_reference_run(const model_reference_args& a, model_reference_out& out) {
+namespace {
+
+template <class shape>
+int run_shape(const model_reference_args& a, model_reference_out& out) {
   namespace fs = std::filesystem;
-  using shape = models::qwen2_5_0_5b;
   try {
     // The model: config.json + model.safetensors (f32) in a fresh temporary directory.
     const fs::path dir = fs::temp_directory_path() / ("sg_model_ref_" + std::to_string(std::random_device{}()));
@@ -97,6 +99,17 @@ int model_reference_run(const model_reference_args& a, model_reference_out& out)
   } catch (const std::exception& e) {
     std::fprintf(stderr, "model_reference_run: %s\n", e.what());
   }
+  return -1;
+}
+
+}  // namespace
+
+int model_reference_run(const model_reference_args& a, model_reference_out& out) {
+  const std::string s = a.shape ? a.shape : "0.5b";
+  if (s == "0.5b") return run_shape<models::qwen2_5_0_5b>(a, out);
+  if (s == "3b") return run_shape<models::qwen2_5_3b>(a, out);
+  if (s == "7b") return run_shape<models::qwen2_5_7b>(a, out);
+  std::fprintf(stderr, "model_reference_run: no reference for shape '%s' (0.5b, 3b, 7b)\n", s.c_str());
   return -1;
 }
 

@@ -1,7 +1,7 @@
 #pragma once
-// The CPU reference of a whole Qwen2.5-0.5B-shaped model step, behind plain
-// functions: test_model_step.cu cannot instantiate the graph types (nvcc), so
-// model_reference.cpp (g++) runs models::qwen2_model<qwen2_5_0_5b> (loaded
+// The CPU reference of a whole Qwen2.5 model step (0.5B, 3B or 7B block shape),
+// behind plain functions: test_model_step.cu cannot instantiate the graph types
+// (nvcc), so model_reference.cpp (g++) runs models::qwen2_model<Shape> (loaded
 // from a safetensors + config.json it writes to a temporary directory) and
 // train::adamw_lora, and this header is all the .cu sees.
 #include <cstdint>
@@ -13,6 +13,7 @@ namespace staticgrad::test {
 const char* model_reference_target(int t);
 
 struct model_reference_args {
+  const char* shape = "0.5b";  // the block shape: "0.5b", "3b" or "7b" (models::shape_name)
   int layers = 0, vocab = 0, rank = 0;
   double lora_alpha = 0;  // scaling = alpha / r
   double eps = 1e-6, rope_theta = 1e6;

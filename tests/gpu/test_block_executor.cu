@@ -245,8 +245,8 @@ int main() {
     return 77;
   }
   try {
-    bool ok = run_shape<sc::plans::qwen2_0_5b::schedule>("qwen2_0_5b");
-    ok = run_shape<sc::plans::qwen2_1_5b::schedule>("qwen2_1_5b") && ok;
+    bool ok = run_shape<sc::plans::qwen2_0_5b::block>("qwen2_0_5b");
+    ok = run_shape<sc::plans::qwen2_1_5b::block>("qwen2_1_5b") && ok;
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
     return ok ? 0 : 1;
   } catch (const std::exception& e) {

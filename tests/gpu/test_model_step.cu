@@ -5,7 +5,7 @@
 //
 // Exit codes: 0 pass, 1 fail, 77 no CUDA device (ctest: skipped).
 //
-// Setup: the 0.5B block shape, 2 layers, vocabulary 512, untied LM head;
+// Setup: the 0.5B, 3B (GQA 16/2) and 7B (GQA 28/4) block shapes, 2 layers, vocabulary 512, untied LM head;
 // random bf16-representable weights (matrices and biases std 0.02, norm
 // weights 1); LoRA r = 16 on all seven projections, alpha 32 (scaling 2),
 // A ~ N(0, 1/in), B ~ N(0, 0.02^2) (both non-zero, so every gradient path is
@@ -52,11 +52,12 @@
 #include "support/compare.hpp"
 #include "staticgrad/backend/cuda/model_step.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
+#include "staticgrad/plans/qwen2_3b.cuh"
+#include "staticgrad/plans/qwen2_7b.cuh"
 
 namespace sc = staticgrad::cuda;
 namespace st = staticgrad::test;
 using bf16 = __nv_bfloat16;
-using plan = sc::plans::qwen2_0_5b::schedule;
 
 namespace {
 
@@ -78,17 +79,34 @@ double rel_err(const float* a, const float* b, std::size_t n, const float* base 
 }
 
 
-bool run() {
-  constexpr int L = 2, V = 512, r = 16, H = plan::input_width;
+template <class Model>
+bool run(const char* shape) {
+  using plan = Model;
+  constexpr int L = 2, V = 512, r = 16, H = Model::block::input_width;
   const double alpha = 32, lr = 1e-4, wd = 0.01, max_norm = 1.0;
   const std::vector<std::int32_t> lens = {100, 200};
   const int T = 300;
   sc::model_options o;
   o.layers = L, o.vocab = V, o.tied = false, o.rank = r, o.lora_scaling = static_cast<float>(alpha / r);
   o.eps = 1e-6f, o.rope_theta = 1e6f, o.ce_chunk = 128;
+  std::size_t free0 = 0, free1 = 0, total = 0;
+  SG_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+  const std::size_t live0 = sc::device_bytes_live(), allocs0 = sc::device_allocations_live();
   sc::model_step<plan> m(T, o);
-  std::printf("model_step: 0.5B block, %d layers, vocab %d, T = %d, chunk %lld, r = %d\n", L, V, T,
+  SG_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+  std::printf("model_step: %s block, %d layers, vocab %d, T = %d, chunk %lld, r = %d\n", shape, L, V, T,
               static_cast<long long>(m.chunk_tokens()), r);
+  // Memory: every device allocation of the step is a device_array, and their
+  // sum must be exactly what the plans predict (arena widths x token stride,
+  // weights, LoRA state, residual stream, LM-head chunk, kernel workspaces).
+  // What the device reports may exceed it by cudaMalloc's rounding (up to
+  // 2 MiB per allocation) and cuBLASLt's handles (3 x a few MiB): margin
+  // 2 MiB per allocation + 64 MiB.
+  const auto pred = sc::model_step<plan>::predict_bytes(T, o);
+  const std::size_t allocs = sc::device_allocations_live() - allocs0;
+  const double dev_used = static_cast<double>(free0 - free1), margin = 2.0 * (1 << 20) * double(allocs) + 64.0 * (1 << 20);
+  std::printf("  memory: predicted %zu B, allocated %zu B (%zu allocations), device used %.0f B\n", pred.total(),
+              sc::device_bytes_live() - live0, allocs, dev_used);
 
   std::mt19937 rng(4321);
   std::normal_distribution<float> N01(0.0f, 1.0f);
@@ -112,7 +130,7 @@ bool run() {
   // ---- LoRA (flat array on the GPU; per (layer, target) on the CPU) -------------
   std::vector<float> flat(m.lora_elems(), 0.0f);
   std::vector<std::vector<float>> hA(L * 7), hB(L * 7), cdA(L * 7), cdB(L * 7), cA(L * 7), cB(L * 7);
-  std::vector<const sc::model_step<plan>::lora_slot*> slot(L * 7);
+  std::vector<const typename sc::model_step<plan>::lora_slot*> slot(L * 7);
   for (int l = 0; l < L; ++l)
     for (int t = 0; t < 7; ++t) {
       const auto& s = m.slot(l, st::model_reference_target(t));
@@ -163,6 +181,7 @@ bool run() {
     pa[k] = hA[k].data(), pb[k] = hB[k].data(), pda[k] = cdA[k].data(), pdb[k] = cdB[k].data(), pna[k] = cA[k].data(),
     pnb[k] = cB[k].data();
   st::model_reference_args a;
+  a.shape = shape;
   a.layers = L, a.vocab = V, a.rank = r, a.lora_alpha = alpha, a.eps = 1e-6, a.rope_theta = 1e6;
   a.n_weights = static_cast<int>(names.size()), a.names = pn.data(), a.data = pd.data(), a.rows = rows.data(),
   a.cols = cols.data();
@@ -174,6 +193,8 @@ bool run() {
   if (st::model_reference_run(a, out) != 0) return false;
 
   sgtest::checker c{40};
+  c.row("allocated - predicted bytes (plans)", std::abs(double(m.allocated_bytes()) - double(pred.total())), 0);
+  c.row("device used - predicted, over margin", std::max(0.0, std::abs(dev_used - double(pred.total())) - margin), 0);
   std::printf("  loss: GPU %.6f (%lld counted), CPU %.6f (%lld counted); grad norm GPU %.4e CPU %.4e\n", gl.mean(),
               static_cast<long long>(gl.counted), out.loss_sum / double(out.counted),
               static_cast<long long>(out.counted), gnorm, out.grad_norm);
@@ -221,6 +242,55 @@ bool run() {
   const double cl2 = out.loss_sum_after / double(out.counted);
   std::printf("  loss after the step: GPU %.6f, CPU %.6f\n", gl2.mean(), cl2);
   c.row("loss after the step", std::abs(gl2.mean() - cl2) / cl2, 1e-2);
+  // Gradient accumulation: two micro-batches (here the same batch twice, each
+  // seeded with 1 / (2 counted), accumulating) must give exactly the gradient
+  // of one pass seeded with 1 / counted: halving the seed halves every bf16
+  // and f32 intermediate exactly (a power of two, far from the subnormals),
+  // and half + half is exact. So the tolerance is 0 (bit for bit).
+  {
+    m.forward_backward();
+    const auto g1 = download(m.lora_grads(), m.lora_elems());
+    m.zero_grads();
+    const double half = 0.5 / static_cast<double>(m.counted());
+    const auto la = m.forward_backward(half, true), lb = m.forward_backward(half, true);
+    const auto g2 = download(m.lora_grads(), m.lora_elems());
+    double worst = 0;
+    for (std::size_t i = 0; i < g1.size(); ++i) worst = std::max(worst, double(std::abs(g1[i] - g2[i])));
+    c.row("grad accumulation: max |2 x half - once|", worst, 0);
+    c.row("grad accumulation: loss of the two passes", std::abs(la.loss_sum - lb.loss_sum), 0);
+  }
+  // One CUDA graph per step: the captured and replayed step must do exactly
+  // what the step launched kernel by kernel does (same kernels, same order:
+  // bit-identical parameters and loss), and a second replay the same again.
+  {
+    const auto p0 = download(m.lora_params(), m.lora_elems());
+    const auto m0 = download(m.adam_m(), m.lora_elems()), v0 = download(m.adam_v(), m.lora_elems());
+    const auto t0 = m.adam_steps();
+    auto restore = [&] {
+      SG_CUDA_CHECK(cudaMemcpy(m.lora_params(), p0.data(), p0.size() * sizeof(float), cudaMemcpyHostToDevice));
+      SG_CUDA_CHECK(cudaMemcpy(m.adam_m(), m0.data(), m0.size() * sizeof(float), cudaMemcpyHostToDevice));
+      SG_CUDA_CHECK(cudaMemcpy(m.adam_v(), v0.data(), v0.size() * sizeof(float), cudaMemcpyHostToDevice));
+      m.set_adam_steps(t0);
+      m.sync_lora_bf16(false);
+      m.synchronize();
+    };
+    m.set_graphs(false);
+    const double l_direct = m.step(h, lr);
+    const auto p_direct = download(m.lora_params(), m.lora_elems());
+    m.set_graphs(true);
+    double worst = 0, dloss = 0;
+    for (int rep = 0; rep < 3; ++rep) {  // warm-up (uncaptured), capture + launch, replay
+      restore();
+      const double l = m.step(h, lr);
+      const auto p = download(m.lora_params(), m.lora_elems());
+      for (std::size_t i = 0; i < p.size(); ++i) worst = std::max(worst, double(std::abs(p[i] - p_direct[i])));
+      dloss = std::max(dloss, std::abs(l - l_direct));
+    }
+    std::printf("  CUDA graph: %zu captured, loss %.6f\n", m.captured_graphs(), l_direct);
+    c.row("graph step: max |p - p_direct|", worst, 0);
+    c.row("graph step: |loss - loss_direct|", dloss, 0);
+    c.row("graphs captured (expect 1)", std::abs(double(m.captured_graphs()) - 1.0), 0);
+  }
   std::printf("  %s\n", c.ok ? "PASS" : "FAIL");
   return c.ok;
 }
@@ -234,7 +304,9 @@ int main() {
     return 77;
   }
   try {
-    const bool ok = run();
+    bool ok = run<sc::plans::qwen2_0_5b::model>("0.5b");
+    ok = run<sc::plans::qwen2_3b::model>("3b") && ok;   // GQA 16/2, head dim 128
+    ok = run<sc::plans::qwen2_7b::model>("7b") && ok;   // GQA 28/4
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
     return ok ? 0 : 1;
   } catch (const std::exception& e) {

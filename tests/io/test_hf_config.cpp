@@ -46,7 +46,7 @@ TEST_CASE("config.json written by transformers agrees with the checkpoint it des
 
 // A config.json in the older transformers spelling used by the Qwen2.5
 // checkpoints on the Hub (rope_theta and torch_dtype at the top level, no
-// head_dim), with the 0.5B sizes of the DESIGN.md table.
+// head_dim), with the 0.5B sizes of the table in docs/models.md.
 static const char* qwen25_05b = R"({
   "architectures": ["Qwen2ForCausalLM"], "attention_dropout": 0.0, "bos_token_id": 151643,
   "eos_token_id": 151645, "hidden_act": "silu", "hidden_size": 896, "initializer_range": 0.02,
@@ -59,7 +59,7 @@ static const char* qwen25_05b = R"({
 TEST_CASE("older spelling: rope_theta and torch_dtype; head_dim derived") {
   const hf_config c = parse_hf_config(parse_json_strict(qwen25_05b, "q.json"), "q.json");
   CHECK(c.hidden_size == 896);
-  CHECK(c.head_dim == 64);  // 896 / 14, the DESIGN.md table
+  CHECK(c.head_dim == 64);  // 896 / 14, the table in docs/models.md
   CHECK(c.num_key_value_heads == 2);
   CHECK(c.rope_theta == 1e6);
   CHECK(c.dtype == "bfloat16");

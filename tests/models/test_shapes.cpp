@@ -1,5 +1,5 @@
 // Config dispatch: every Qwen2.5 size (numbers from the published config.json
-// files, restated in DESIGN.md) reaches its compile-time block shape; anything
+// files, restated in docs/models.md) reaches its compile-time block shape; anything
 // else gets an error listing the shapes and how to add one.
 #include <doctest/doctest.h>
 

@@ -44,6 +44,15 @@ struct shape_list {};
 using all_shapes = shape_list<qwen2_tiny, qwen2_5_0_5b, qwen2_5_1_5b, qwen2_5_3b, qwen2_5_7b, qwen2_5_14b, qwen2_5_32b,
                               qwen2_5_72b>;
 
+// The shapes the CUDA backend runs: every Qwen2.5 size (its attention kernels
+// take head dim 64 or 128, which leaves out only the test shape). One generated
+// plan header each (tools/plan_codegen.cpp), dispatched like all_shapes.
+using gpu_shapes = shape_list<qwen2_5_0_5b, qwen2_5_1_5b, qwen2_5_3b, qwen2_5_7b, qwen2_5_14b, qwen2_5_32b, qwen2_5_72b>;
+template <class... S>
+constexpr int shape_count(shape_list<S...>) { return sizeof...(S); }
+static_assert(shape_count(gpu_shapes{}) + 1 == shape_count(all_shapes{}),
+              "gpu_shapes: every shape of all_shapes except the test shape (tiny, head dim 32) runs on CUDA");
+
 template <class S>
 bool shape_matches(const io::hf_config& c) {
   return c.hidden_size == S::hidden && c.intermediate_size == S::intermediate && c.num_attention_heads == S::heads &&

@@ -33,21 +33,10 @@ template <class A, class B> using add = graph::add_node<A, B, false>;
 template <class A, class B> using add_ = graph::add_node<A, B, true>;
 
 struct add_fn {
+  static constexpr row_form form = row_form::pointwise;
   template <class F> SG_HD static F forward(F a, F b) { return a + b; }
+  template <class F> SG_HD static void backward(F dy, F, F, F& da, F& db) { da = db = dy; }
 };
-
-template <class S>
-inline void add_row_forward(const row_args<S>& r) {
-  for (int i = 0; i < r.width; ++i) r.out[i] = add_fn::forward(r.in[0][i], r.in[1][i]);
-}
-template <class S>
-inline void add_row_backward(const row_grad_args<S>& g) {
-  // dy is read before it is written (a gradient may share its slot with dy).
-  for (int i = 0; i < g.fwd.width; ++i) {
-    const S dy = g.dy[i];
-    for (int k = 0; k < 2; ++k)
-      if (g.din[k]) put_grad(g.din[k], i, dy, g.acc[k]);
-  }
-}
+template <> struct row_op<graph::op_kind::add> : add_fn {};
 
 }  // namespace staticgrad

@@ -34,17 +34,10 @@ template <class X, class B> using bias_add = graph::bias_add_node<X, B, false>;
 template <class X, class B> using bias_add_ = graph::bias_add_node<X, B, true>;
 
 struct bias_add_fn {
+  static constexpr row_form form = row_form::pointwise;
   template <class F> SG_HD static F forward(F x, F b) { return x + b; }
+  template <class F> SG_HD static void backward(F dy, F, F, F& dx, F& db) { dx = dy, db = F(0); }
 };
-
-template <class S>
-inline void bias_add_row_forward(const row_args<S>& r) {
-  for (int i = 0; i < r.width; ++i) r.out[i] = bias_add_fn::forward(r.in[0][i], r.in[1][i]);
-}
-template <class S>
-inline void bias_add_row_backward(const row_grad_args<S>& g) {
-  if (g.din[0])
-    for (int i = 0; i < g.fwd.width; ++i) put_grad(g.din[0], i, g.dy[i], g.acc[0]);
-}
+template <> struct row_op<graph::op_kind::bias_add> : bias_add_fn {};
 
 }  // namespace staticgrad

@@ -31,22 +31,11 @@ template <> struct op_traits<op_kind::mul> {
 
 template <class A, class B> using mul = graph::mul_node<A, B>;
 
-template <class S>
-inline void mul_row_forward(const row_args<S>& a) {
-  for (int i = 0; i < a.width; ++i) a.out[i] = a.in[0][i] * a.in[1][i];
-}
-template <class S>
-inline void mul_row_backward(const row_grad_args<S>& g) {
-  // Each factor is read only for its partner's gradient (it may not be saved
-  // otherwise), and dy is read before either gradient is written (a gradient
-  // may share its slot with dy: buffer_plan.hpp, row-local reuse).
-  for (int i = 0; i < g.fwd.width; ++i) {
-    const S dy = g.dy[i];
-    const S da = g.din[0] ? dy * g.fwd.in[1][i] : S(0);
-    const S db = g.din[1] ? dy * g.fwd.in[0][i] : S(0);
-    if (g.din[0]) put_grad(g.din[0], i, da, g.acc[0]);
-    if (g.din[1]) put_grad(g.din[1], i, db, g.acc[1]);
-  }
-}
+struct mul_fn {
+  static constexpr row_form form = row_form::pointwise;
+  template <class F> SG_HD static F forward(F a, F b) { return a * b; }
+  template <class F> SG_HD static void backward(F dy, F a, F b, F& da, F& db) { da = dy * b, db = dy * a; }
+};
+template <> struct row_op<graph::op_kind::mul> : mul_fn {};
 
 }  // namespace staticgrad

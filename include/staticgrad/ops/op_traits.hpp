@@ -138,29 +138,28 @@ constexpr bool fits_operand(node_table<N>& t, std::string_view op, const name_bu
 
 }  // namespace graph
 
-// Arguments of a row functor: one token t of every input.
-template <class S>
-struct row_args {
-  std::array<const S*, graph::max_inputs> in{};  // activation rows at t; whole vector for vec<> inputs
-  S* out = nullptr;                               // output row at t
-  S* aux = nullptr;                               // auxiliary row at t (stats), if the op has one
-  int width = 0;                                  // output width
-  std::int64_t t = 0;                             // token index
-  std::int32_t pos = 0;                           // RoPE position of token t
-  const graph::node_desc* node = nullptr;
-  const runtime_config* cfg = nullptr;
-};
+// The math of a row op, written once (in its op header) and run by both row
+// executors (backend/cpu/row_group.hpp over one token row, backend/cuda/row_group.cuh
+// with bf16x2 loads and block reductions). Its shape decides how the
+// executors walk a row:
+//   pointwise  y_i = forward(a_i, b_i);  backward(dy_i, a_i, b_i, da_i, db_i)
+//              (unary ops ignore b; b may be a parameter vector)
+//   rotary     pairs (i, i + d/2) of every head of dimension d = the step's attr,
+//              rotated by (c, s) = (cos, sin) of angle(pos, i, d, theta), computed
+//              once per position and i: forward/backward(x1, x2, c, s, y1, y2)
+//   norm       r = inv_rms(sum_i a_i^2, width, eps) (stored as the aux statistic);
+//              y_i = forward(a_i, r, b_i); backward with mean = sum_i dot_term / width
+enum class row_form : std::uint8_t { pointwise, rotary, norm };
 
-// Backward of a row functor: forward rows as in row_args (read-only; `out`
-// and `aux` hold the saved forward output and stats), plus the output
-// gradient and one gradient row per input (written, or added to when acc[k]).
-template <class S>
-struct row_grad_args {
-  row_args<S> fwd;
-  const S* dy = nullptr;
-  std::array<S*, graph::max_inputs> din{};
-  std::array<bool, graph::max_inputs> acc{};
+// Registration of a row op's functor: one line per op header,
+//   template <> struct row_op<graph::op_kind::silu> : silu_fn {};
+// where the functor declares `static constexpr row_form form`.
+template <graph::op_kind K>
+struct row_op {
+  static constexpr bool registered = false;
 };
+template <graph::op_kind K>
+inline constexpr bool is_row_op = !requires { row_op<K>::registered; };
 
 // Writes or accumulates one gradient element.
 template <class S>

@@ -39,6 +39,7 @@ template <class X, class W> using rmsnorm = graph::rmsnorm_node<X, W>;
 // The element math of rmsnorm, shared by the CPU row functors and the CUDA
 // row-group kernel (which supplies its own block reductions of the sums).
 struct rmsnorm_fn {
+  static constexpr row_form form = row_form::norm;
   // r = 1 / sqrt(mean(x^2) + eps) from ss = sum(x^2) over n elements.
   template <class F> SG_HD static F inv_rms(F ss, int n, F eps) {
 #if defined(__CUDA_ARCH__)
@@ -53,29 +54,6 @@ struct rmsnorm_fn {
   // dx for one element given mean = sum(g * n) / width.
   template <class F> SG_HD static F backward(F dy, F x, F w, F r, F mean) { return r * (dy * w - x * r * mean); }
 };
-
-template <class S>
-inline void rmsnorm_row_forward(const row_args<S>& a) {
-  const S* x = a.in[0];
-  const S* w = a.in[1];
-  S ss = 0;
-  for (int i = 0; i < a.width; ++i) ss += x[i] * x[i];
-  const S r = rmsnorm_fn::inv_rms(ss, a.width, S(a.cfg->eps));
-  a.aux[0] = r;
-  for (int i = 0; i < a.width; ++i) a.out[i] = rmsnorm_fn::forward(x[i], r, w[i]);
-}
-
-template <class S>
-inline void rmsnorm_row_backward(const row_grad_args<S>& g) {
-  const S* x = g.fwd.in[0];
-  const S* w = g.fwd.in[1];
-  const S r = g.fwd.aux[0];
-  const int n = g.fwd.width;
-  S dot = 0;  // sum(g * n) with g = dy * w, n = x * r
-  for (int i = 0; i < n; ++i) dot += rmsnorm_fn::dot_term(g.dy[i], x[i], w[i], r);
-  const S mean = dot / S(n);
-  if (g.din[0])
-    for (int i = 0; i < n; ++i) put_grad(g.din[0], i, rmsnorm_fn::backward(g.dy[i], x[i], w[i], r, mean), g.acc[0]);
-}
+template <> struct row_op<graph::op_kind::rmsnorm> : rmsnorm_fn {};
 
 }  // namespace staticgrad

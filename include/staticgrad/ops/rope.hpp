@@ -39,6 +39,7 @@ template <class X, int HeadDim> using rope = graph::rope_node<X, HeadDim, false>
 template <class X, int HeadDim> using rope_ = graph::rope_node<X, HeadDim, true>;
 
 struct rope_fn {
+  static constexpr row_form form = row_form::rotary;
   // Angle of pair i of a head of dimension d at position pos, in f32 like HF:
   // inv_freq = 1 / theta^(2i/d), freq = pos * inv_freq.
   SG_HD static float angle(int pos, int i, int d, float theta) {
@@ -54,36 +55,6 @@ struct rope_fn {
     dx2 = dy2 * c - dy1 * s;
   }
 };
-
-template <class S>
-inline void rope_row_forward(const row_args<S>& a) {
-  const int d = a.node->attr[0], half = d / 2;
-  for (int i = 0; i < half; ++i) {
-    const float ang = rope_fn::angle(a.pos, i, d, a.cfg->rope_theta);
-    const S c = static_cast<S>(std::cos(ang)), s = static_cast<S>(std::sin(ang));
-    for (int h = 0; h < a.width; h += d) {
-      S y1, y2;  // temporaries: in place (out == in) stays correct
-      rope_fn::forward(a.in[0][h + i], a.in[0][h + i + half], c, s, y1, y2);
-      a.out[h + i] = y1;
-      a.out[h + i + half] = y2;
-    }
-  }
-}
-
-template <class S>
-inline void rope_row_backward(const row_grad_args<S>& g) {
-  if (!g.din[0]) return;
-  const int d = g.fwd.node->attr[0], half = d / 2;
-  for (int i = 0; i < half; ++i) {
-    const float ang = rope_fn::angle(g.fwd.pos, i, d, g.fwd.cfg->rope_theta);
-    const S c = static_cast<S>(std::cos(ang)), s = static_cast<S>(std::sin(ang));
-    for (int h = 0; h < g.fwd.width; h += d) {
-      S d1, d2;
-      rope_fn::backward(g.dy[h + i], g.dy[h + i + half], c, s, d1, d2);
-      put_grad(g.din[0], h + i, d1, g.acc[0]);
-      put_grad(g.din[0], h + i + half, d2, g.acc[0]);
-    }
-  }
-}
+template <> struct row_op<graph::op_kind::rope> : rope_fn {};
 
 }  // namespace staticgrad

@@ -34,21 +34,14 @@ template <class X> using silu = graph::silu_node<X, false>;
 template <class X> using silu_ = graph::silu_node<X, true>;
 
 struct silu_fn {
-  template <class F> SG_HD static F forward(F x) { return x * swiglu_fn::sigmoid(x); }
-  template <class F> SG_HD static F backward(F dy, F x) {
+  static constexpr row_form form = row_form::pointwise;
+  template <class F> SG_HD static F forward(F x, F = F(0)) { return x * swiglu_fn::sigmoid(x); }
+  template <class F> SG_HD static void backward(F dy, F x, F, F& dx, F& unused) {
     const F s = swiglu_fn::sigmoid(x);
-    return dy * s * (F(1) + x * (F(1) - s));
+    dx = dy * s * (F(1) + x * (F(1) - s));
+    unused = F(0);
   }
 };
-
-template <class S>
-inline void silu_row_forward(const row_args<S>& a) {
-  for (int i = 0; i < a.width; ++i) a.out[i] = silu_fn::forward(a.in[0][i]);
-}
-template <class S>
-inline void silu_row_backward(const row_grad_args<S>& g) {
-  if (g.din[0])
-    for (int i = 0; i < g.fwd.width; ++i) put_grad(g.din[0], i, silu_fn::backward(g.dy[i], g.fwd.in[0][i]), g.acc[0]);
-}
+template <> struct row_op<graph::op_kind::silu> : silu_fn {};
 
 }  // namespace staticgrad

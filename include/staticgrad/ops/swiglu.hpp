@@ -37,6 +37,7 @@ template <> struct op_traits<op_kind::swiglu> {
 template <class G, class U> using swiglu = graph::swiglu_node<G, U>;
 
 struct swiglu_fn {
+  static constexpr row_form form = row_form::pointwise;
   template <class F> SG_HD static F sigmoid(F x) { return F(1) / (F(1) + math::exp(-x)); }
   template <class F> SG_HD static F forward(F g, F u) { return g * sigmoid(g) * u; }
   template <class F> SG_HD static void backward(F dm, F g, F u, F& dg, F& du) {
@@ -49,23 +50,6 @@ struct swiglu_fn {
   }
   template <class F> SG_HD static F backward_up(F dm, F g) { return dm * g * sigmoid(g); }
 };
-
-template <class S>
-inline void swiglu_row_forward(const row_args<S>& a) {
-  for (int i = 0; i < a.width; ++i) a.out[i] = swiglu_fn::forward(a.in[0][i], a.in[1][i]);
-}
-template <class S>
-inline void swiglu_row_backward(const row_grad_args<S>& g) {
-  // u (in[1]) is only saved, and only read, when dg is computed. Both
-  // gradients are computed before either is written: a gradient may share
-  // its slot with dy (buffer_plan.hpp, row-local reuse).
-  for (int i = 0; i < g.fwd.width; ++i) {
-    const S dm = g.dy[i], x = g.fwd.in[0][i];
-    const S dg = g.din[0] ? swiglu_fn::backward_gate(dm, x, g.fwd.in[1][i]) : S(0);
-    const S du = g.din[1] ? swiglu_fn::backward_up(dm, x) : S(0);
-    if (g.din[0]) put_grad(g.din[0], i, dg, g.acc[0]);
-    if (g.din[1]) put_grad(g.din[1], i, du, g.acc[1]);
-  }
-}
+template <> struct row_op<graph::op_kind::swiglu> : swiglu_fn {};
 
 }  // namespace staticgrad

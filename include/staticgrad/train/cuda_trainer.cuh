@@ -31,8 +31,8 @@
 //    decay 0 * (1 - lr wd) = 0. They add 0 to the gradient norm. (They still cost
 //    the products of rank r: a mask would not save that.) save() checks that
 //    they are still exactly 0.
-//  - no gradient accumulation (grad_accum must be 1) and no LoRA dropout:
-//    both are refused with an error.
+//  - gradient accumulation as the CPU trainer (model_step::forward_backward
+//    with the whole step's seed, accumulating); no LoRA dropout (refused).
 //  - no fmt here or in what it includes: nvcc's host pass rejects fmt 9.
 //  - bf16 weights and activations (the CPU model is f32): one step's loss is
 //    expected within ~1e-4..1e-3 relative of the CPU's (test_model_step), not
@@ -57,37 +57,22 @@
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 #include "staticgrad/io/tokenizer.hpp"
+#include "staticgrad/models/qwen2.hpp"
 #include "staticgrad/train/lora_init.hpp"
 #include "staticgrad/train/schedule.hpp"
 #include "staticgrad/train/train_options.hpp"
 
 namespace staticgrad::train {
 
-// Does the plan's block (hidden, heads, kv heads, head dim, intermediate)
-// match the config? The numbers are read off the plan's entries.
+// Does the plan's block shape (cuda::plans::<size>::model::shape) match the config?
 template <class Plan>
 bool cuda_plan_matches(const io::hf_config& c) {
-  int heads = 0, kv = 0, hd = 0;
-  std::int64_t inter = 0;
-  for (const auto& e : Plan::forward) {
-    if (e.kind == cuda::entry_kind::attention) heads = e.heads, kv = e.kv_heads, hd = e.head_dim;
-    if (e.kind == cuda::entry_kind::lora_linear && std::string(e.adapter) == "mlp.gate_proj") inter = e.dim_out;
-  }
-  return c.hidden_size == Plan::input_width && c.num_attention_heads == heads && c.num_key_value_heads == kv &&
-         c.head_dim == hd && c.intermediate_size == inter;
+  return models::shape_matches<typename Plan::shape>(c);
 }
 
 template <class Plan>
 std::string cuda_plan_shape(const char* label) {
-  int heads = 0, kv = 0, hd = 0;
-  std::int64_t inter = 0;
-  for (const auto& e : Plan::forward) {
-    if (e.kind == cuda::entry_kind::attention) heads = e.heads, kv = e.kv_heads, hd = e.head_dim;
-    if (e.kind == cuda::entry_kind::lora_linear && std::string(e.adapter) == "mlp.gate_proj") inter = e.dim_out;
-  }
-  return std::string(label) + " (hidden " + std::to_string(Plan::input_width) + ", heads " + std::to_string(heads) +
-         "/" + std::to_string(kv) + " kv, head_dim " + std::to_string(hd) + ", intermediate " + std::to_string(inter) +
-         ")";
+  return std::string(label) + " " + models::shape_text<typename Plan::shape>();
 }
 
 template <class Plan>
@@ -103,10 +88,7 @@ class cuda_trainer {
     require(o_.steps >= 1, "steps must be at least 1", {"", "steps", {}});
     require(o_.max_len >= 2, "max_len must be at least 2", {"", "max_len", {}});
     require(o_.batch_tokens >= 1, "batch_tokens must be positive", {"", "batch_tokens", {}});
-    require(o_.grad_accum == 1,
-            "--grad-accum > 1 is not implemented on CUDA (the GPU model overwrites its gradients each pass); raise "
-            "--batch-tokens instead",
-            {"", "--grad-accum", {}});
+    require(o_.grad_accum >= 1, "grad_accum must be at least 1", {"", "--grad-accum", {}});
     require(o_.warmup_steps >= 0, "warmup_steps must be non-negative", {"", "warmup_steps", {}});
     require(o_.lora.r >= 1, "lora r must be at least 1", {"", "lora_r", {}});
     require(!o_.lora.target_modules.empty(), "no LoRA target modules", {"", "target_modules", {}});
@@ -118,7 +100,7 @@ class cuda_trainer {
     cfg_ = io::read_hf_config(model_dir);
     const std::string cfg_file = (model_dir / "config.json").string();
     require(cuda_plan_matches<Plan>(cfg_), "the checkpoint's block shape does not match the CUDA plan " +
-                                               std::string(Plan::name),
+                                               cuda_plan_shape<Plan>(Plan::name),
             {cfg_file, "", {}});
     require(cfg_.num_hidden_layers >= 1, "num_hidden_layers must be positive", {cfg_file, "num_hidden_layers", {}});
 
@@ -154,15 +136,37 @@ class cuda_trainer {
   step_record step() {
     const auto t0 = std::chrono::steady_clock::now();
     if (!started_) start_ = t0, started_ = true;
-    const std::int64_t kept = next_batch();
     const std::int64_t s = ++step_;
     step_record rec;
     rec.step = s;
     rec.lr = sched_.at(std::min(s, o_.steps));
-    rec.loss = model_->step(hp_, rec.lr);  // synchronises (the loss is copied back)
+    std::int64_t kept = 0;
+    if (o_.grad_accum == 1) {
+      kept = next_batch();
+      rec.loss = model_->step(hp_, rec.lr);  // one CUDA graph; synchronises (the loss is copied back)
+      rec.counted = model_->counted();
+    } else {
+      // As the CPU trainer: grad_accum micro-batches, the loss seeded with
+      // 1 / (counted tokens of the whole step), gradients accumulated, one update.
+      std::vector<std::vector<std::int32_t>> mi, ml, ms;
+      std::int64_t counted = 0;
+      for (std::int64_t m = 0; m < o_.grad_accum; ++m) {
+        kept += next_batch();
+        counted += model_->counted();
+        mi.push_back(ids_), ml.push_back(labels_), ms.push_back(seq_lens_);
+      }
+      model_->zero_grads();
+      double loss_sum = 0;
+      for (std::size_t m = 0; m < mi.size(); ++m) {
+        model_->set_batch(mi[m], ml[m], ms[m]);
+        loss_sum += model_->forward_backward(1.0 / static_cast<double>(counted), true).loss_sum;
+      }
+      model_->optimizer_step(hp_, rec.lr);
+      rec.loss = loss_sum / static_cast<double>(counted);
+      rec.counted = counted;
+    }
     require(std::isfinite(rec.loss), "the loss is not finite at step " + std::to_string(s) + " (try a lower --lr)");
     rec.tokens = kept;
-    rec.counted = model_->counted();
     rec.grad_norm = model_->last_grad_norm();
     finish_step(rec, start_, t0, kept, o_, [&](const std::filesystem::path& dir) { save(dir); });
     return rec;
@@ -203,7 +207,7 @@ class cuda_trainer {
   void load_weights(const std::filesystem::path& dir) {
     static_assert(sizeof(staging_[0]) == sizeof(cuda::bf16), "io's bf16 and CUDA's bf16 must both be 16 bits");
     const auto ck = io::checkpoint::open(dir);
-    const std::int64_t V = cfg_.vocab_size, H = Plan::input_width;
+    const std::int64_t V = cfg_.vocab_size, H = Plan::block::input_width;
     upload(ck, "model.embed_tokens.weight", {V, H}, model_->embedding());
     upload(ck, "model.norm.weight", {H}, model_->final_norm());
     if (!cfg_.tie_word_embeddings) upload(ck, "lm_head.weight", {V, H}, model_->lm_head());

@@ -1,7 +1,7 @@
 #pragma once
 // The LoRA projection Y = X W^T + s (X A^T) B^T on cuBLASLt, forward and
 // backward, unfused (what PEFT does, one product per term) and fused (the
-// concatenation trick of DESIGN.md "Kernels the plan is made of").
+// concatenation trick Y = [X | s Z] [W | B]^T, docs/architecture.md "The passes", fusion).
 //
 // Shapes (all row-major, token rows):
 //   X  [T, in]   bf16 activations          W  [out, in]  bf16, frozen (PyTorch layout)

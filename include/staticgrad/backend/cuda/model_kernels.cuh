@@ -1,12 +1,13 @@
 #pragma once
-// The small kernels of a whole-model training step on CUDA (model_step.cuh):
-// the embedding gather, the final RMSNorm (forward and backward), the
-// cross-entropy rows of the chunked LM head, deterministic reductions, and
-// the fused AdamW update of the flat LoRA parameter array.
+// The small kernels of a whole-model training step on CUDA: the embedding
+// gather and the cross-entropy rows of the chunked LM head (the plans'
+// embedding and lm_head_ce entries, run by block_executor.cuh), and for
+// model_step.cuh deterministic reductions and the fused AdamW update of the
+// flat LoRA parameter array. (The final RMSNorm is a row group of the head
+// plan: the op header's functor, not a kernel of its own.)
 //
 // Shapes (row-major, token-major):
 //   ids [T] int32, embedding [V, H] bf16, x [T, H] bf16
-//   final norm: x, y [T, H] bf16, w [H] bf16, rstd [T] f32
 //   cross-entropy: logits [C, V] f32 (a chunk of C tokens), targets [C] int32,
 //                  loss [C] f32, dlogits [C, V] bf16
 //   AdamW: p, g, m, v [n] f32, p16 [n] bf16
@@ -17,8 +18,10 @@
 //   * ids and targets are range-checked on the host before upload (the
 //     kernels trust them: an id outside [0, V) would read out of bounds);
 //   * all arithmetic is f32 (reductions of many terms in double), storage of
-//     activations and gradients bf16, as the block executor; the RMSNorm
-//     element math is ops/rmsnorm.hpp's rmsnorm_fn, the code the CPU runs;
+//     activations and gradients bf16, as the block executor;
+//   * per-step scalars (the loss seed, AdamW's learning rate and bias
+//     corrections) are read from device memory, so a captured step replays
+//     with new values;
 //   * reductions are deterministic (fixed grids, fixed trees, no atomics):
 //     the same inputs give the same loss and norm bit for bit.
 #include <cuda_bf16.h>
@@ -28,7 +31,6 @@
 #include <cstdint>
 
 #include "staticgrad/backend/cuda/check.cuh"
-#include "staticgrad/ops/rmsnorm.hpp"
 
 namespace staticgrad::cuda {
 
@@ -63,61 +65,12 @@ __global__ inline void embedding_gather_kernel(const std::int32_t* __restrict__ 
   }
 }
 
-// ---- final RMSNorm ----------------------------------------------------------------
-// One CTA per token row; threads stride over the row two elements at a time.
-constexpr int kNormThreads = 128;  // H = 896..8192: 4..32 pairs per thread
-
-// y = w * (x * r), r = rsqrt(mean(x^2) + eps); rstd[t] = r.
-__global__ inline void final_rmsnorm_fwd_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                bf16* __restrict__ y, float* __restrict__ rstd, int H, float eps) {
-  __shared__ float smem[kNormThreads / 32];
-  const std::int64_t t = blockIdx.x;
-  const __nv_bfloat162* xr = reinterpret_cast<const __nv_bfloat162*>(x + t * H);
-  const __nv_bfloat162* wr = reinterpret_cast<const __nv_bfloat162*>(w);
-  __nv_bfloat162* yr = reinterpret_cast<__nv_bfloat162*>(y + t * H);
-  float ss = 0;
-  for (int i = threadIdx.x; i < H / 2; i += kNormThreads) {
-    const float2 v = __bfloat1622float2(xr[i]);
-    ss += v.x * v.x + v.y * v.y;
-  }
-  ss = block_sum<kNormThreads>(ss, smem);
-  const float r = rmsnorm_fn::inv_rms(ss, H, eps);
-  for (int i = threadIdx.x; i < H / 2; i += kNormThreads) {
-    const float2 v = __bfloat1622float2(xr[i]), g = __bfloat1622float2(wr[i]);
-    yr[i] = __floats2bfloat162_rn(rmsnorm_fn::forward(v.x, r, g.x), rmsnorm_fn::forward(v.y, r, g.y));
-  }
-  if (threadIdx.x == 0) rstd[t] = r;
-}
-
-// dx = r * (dy * w - x * r * mean), mean = sum(dy * w * x * r) / H  (overwrites dx).
-__global__ inline void final_rmsnorm_bwd_kernel(const bf16* __restrict__ x, const bf16* __restrict__ w,
-                                                const float* __restrict__ rstd, const bf16* __restrict__ dy,
-                                                bf16* __restrict__ dx, int H) {
-  __shared__ float smem[kNormThreads / 32];
-  const std::int64_t t = blockIdx.x;
-  const __nv_bfloat162* xr = reinterpret_cast<const __nv_bfloat162*>(x + t * H);
-  const __nv_bfloat162* wr = reinterpret_cast<const __nv_bfloat162*>(w);
-  const __nv_bfloat162* dyr = reinterpret_cast<const __nv_bfloat162*>(dy + t * H);
-  __nv_bfloat162* dxr = reinterpret_cast<__nv_bfloat162*>(dx + t * H);
-  const float r = rstd[t];
-  float dot = 0;
-  for (int i = threadIdx.x; i < H / 2; i += kNormThreads) {
-    const float2 v = __bfloat1622float2(xr[i]), g = __bfloat1622float2(wr[i]), d = __bfloat1622float2(dyr[i]);
-    dot += rmsnorm_fn::dot_term(d.x, v.x, g.x, r) + rmsnorm_fn::dot_term(d.y, v.y, g.y, r);
-  }
-  const float mean = block_sum<kNormThreads>(dot, smem) / static_cast<float>(H);
-  for (int i = threadIdx.x; i < H / 2; i += kNormThreads) {
-    const float2 v = __bfloat1622float2(xr[i]), g = __bfloat1622float2(wr[i]), d = __bfloat1622float2(dyr[i]);
-    dxr[i] = __floats2bfloat162_rn(rmsnorm_fn::backward(d.x, v.x, g.x, r, mean),
-                                   rmsnorm_fn::backward(d.y, v.y, g.y, r, mean));
-  }
-}
-
 // ---- cross-entropy rows -------------------------------------------------------------
 // One CTA per token row of the chunk. Pass 1: online max / sum of exp (each
 // thread keeps (m, s) with s = sum exp(x - m)), combined over the CTA.
-// Pass 2: dlogits = softmax - onehot(target), bf16 (unscaled: the 1/counted
-// seed is the alpha of the following product, so no tiny values are stored).
+// Pass 2: dlogits = seed * (softmax - onehot(target)), bf16 (seed = dL/dloss_t,
+// 1/counted for a mean; read from device memory: it changes per batch while a
+// captured graph replays; bf16 keeps its relative precision at any scale).
 // Ignored rows (target -100): loss 0 and a zero dlogits row (the product reads it).
 constexpr int kCeThreads = 512;  // V = 151936: ~74 float4 per thread per pass
 
@@ -141,7 +94,8 @@ __device__ inline void lse_add(float& m, float& s, float v) {
 }
 
 __global__ inline void cross_entropy_rows_kernel(const float* __restrict__ logits, const std::int32_t* __restrict__ targets,
-                                                 std::int64_t V, float* __restrict__ loss, bf16* __restrict__ dlogits) {
+                                                 std::int64_t V, float* __restrict__ loss, bf16* __restrict__ dlogits,
+                                                 const float* __restrict__ seed_ptr) {
   __shared__ float sm_m[kCeThreads / 32], sm_s[kCeThreads / 32];
   const std::int64_t row = blockIdx.x;
   const float* x = logits + row * V;
@@ -174,6 +128,7 @@ __global__ inline void cross_entropy_rows_kernel(const float* __restrict__ logit
   m = -INFINITY, s = 0.0f;
   for (int w = 0; w < kCeThreads / 32; ++w) lse_combine(m, s, sm_m[w], sm_s[w]);  // same order everywhere
   const float lse = m + logf(s);
+  const float seed = seed_ptr ? seed_ptr[0] : 1.0f;
   if (threadIdx.x == 0) loss[row] = lse - x[tgt];
   if (vec) {
     const float4* x4 = reinterpret_cast<const float4*>(x);
@@ -181,10 +136,10 @@ __global__ inline void cross_entropy_rows_kernel(const float* __restrict__ logit
     for (std::int64_t j = threadIdx.x; j < V / 4; j += kCeThreads) {
       const float4 v = x4[j];
       const std::int64_t j0 = 4 * j;
-      const __nv_bfloat162 a = __floats2bfloat162_rn(expf(v.x - lse) - (j0 == tgt ? 1.0f : 0.0f),
-                                                     expf(v.y - lse) - (j0 + 1 == tgt ? 1.0f : 0.0f));
-      const __nv_bfloat162 b = __floats2bfloat162_rn(expf(v.z - lse) - (j0 + 2 == tgt ? 1.0f : 0.0f),
-                                                     expf(v.w - lse) - (j0 + 3 == tgt ? 1.0f : 0.0f));
+      const __nv_bfloat162 a = __floats2bfloat162_rn(seed * (expf(v.x - lse) - (j0 == tgt ? 1.0f : 0.0f)),
+                                                     seed * (expf(v.y - lse) - (j0 + 1 == tgt ? 1.0f : 0.0f)));
+      const __nv_bfloat162 b = __floats2bfloat162_rn(seed * (expf(v.z - lse) - (j0 + 2 == tgt ? 1.0f : 0.0f)),
+                                                     seed * (expf(v.w - lse) - (j0 + 3 == tgt ? 1.0f : 0.0f)));
       uint2 u;
       u.x = *reinterpret_cast<const unsigned*>(&a);
       u.y = *reinterpret_cast<const unsigned*>(&b);
@@ -192,7 +147,7 @@ __global__ inline void cross_entropy_rows_kernel(const float* __restrict__ logit
     }
   } else {
     for (std::int64_t j = threadIdx.x; j < V; j += kCeThreads)
-      d[j] = __float2bfloat16(expf(x[j] - lse) - (j == tgt ? 1.0f : 0.0f));
+      d[j] = __float2bfloat16(seed * (expf(x[j] - lse) - (j == tgt ? 1.0f : 0.0f)));
   }
 }
 
@@ -249,8 +204,9 @@ struct adamw_step_args {
 // (IEEE division and square root: the build does not use --use_fast_math).
 __global__ inline void adamw_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                     float* __restrict__ v, bf16* __restrict__ p16, std::int64_t n,
-                                    const float* __restrict__ coef, adamw_step_args a) {
+                                    const float* __restrict__ coef, const adamw_step_args* __restrict__ args) {
   const float c = coef[0];
+  const adamw_step_args a = *args;
   for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
        i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
     const float gi = __fmul_rn(g[i], c);

@@ -1,53 +1,60 @@
 #pragma once
-// One full LoRA training step of a Qwen2.5 model on CUDA: embedding, L
-// decoder blocks (block_executor.cuh, one generated plan), final RMSNorm, LM
-// head + cross-entropy in chunks of tokens (forward and backward fused), the
-// block backward passes, and AdamW on every LoRA parameter. The GPU
-// counterpart of models::qwen2_model::step + train::adamw_lora::step.
+// One full LoRA training step of a Qwen2.5 model on CUDA, entirely from plans:
+// the embedding plan, L applications of the block plan, the head plan (final
+// RMSNorm + chunked LM head + cross-entropy) and their backward passes, then
+// AdamW on every LoRA parameter. The GPU counterpart of
+// models::qwen2_model::step (which runs the same three schedules on the CPU)
+// followed by train::adamw_lora::step.
 //
-//   model_step<plans::qwen2_1_5b::schedule> m(T, {.layers = 28, .vocab = 151936, .tied = true, .rank = 16, ...});
+//   model_step<plans::qwen2_7b::model> m(T, {.layers = 28, .vocab = 152064, .tied = false, .rank = 16, ...});
 //   upload weights into m.embedding(), m.final_norm(), m.lm_head(), m.layer_weight(l, name)
 //   upload LoRA f32 masters into m.lora_params() (m.lora_slots() gives the layout), then m.sync_lora_bf16();
-//   m.set_batch(ids, labels, seq_lens);     // host arrays; validated, shifted, uploaded
-//   double loss = m.step(adamw, lr);         // forward, backward, AdamW; mean loss
+//   m.set_batch(ids, labels, seq_lens);       // host arrays; validated, shifted, uploaded
+//   double loss = m.step(adamw, lr);           // forward, backward, AdamW (one CUDA graph); mean loss
+// or, with gradient accumulation over micro-batches:
+//   m.zero_grads();
+//   for each micro-batch: m.set_batch(...); m.forward_backward(1.0 / counted_over_all, /*accumulate=*/true);
+//   m.optimizer_step(adamw, lr);
 //
-// Data flow (all on the executor's one stream, nothing allocated after the constructor):
-//   ids [T] --gather--> x_0 [T, H] --block 0--> x_1 ... --block L-1--> x_L
-//   x_L --final RMSNorm--> hn [T, H] bf16 (rstd [T] f32 saved)
-//   per chunk of C tokens: logits [C, V] f32 = hn_c W^T          (cuBLASLt, bf16 in, f32 out)
-//                          loss_c, dl [C, V] bf16 = softmax - onehot (row kernel)
-//                          dhn_c [C, H] bf16 = (1/counted) dl W  (cuBLASLt, alpha = the seed)
-//   dhn --RMSNorm backward--> g [T, H] (the residual gradient, overwritten)
-//   block L-1 ... block 0 backward: g updated in place; dA, dB written (not accumulated)
-//   AdamW: p, m, v f32 and the bf16 copies p16 the products read, one fused kernel
+// Data flow (one stream, nothing allocated after the constructor):
+//   embedding plan:  ids [T] --gather--> x_0 [T, H]
+//   block plan, l = 0 .. L-1: x_l --> x_{l+1}, saved arenas of layer l
+//   head plan: x_L --rmsnorm (row group)--> hn --lm_head_ce, per chunk of C tokens-->
+//              loss [T] f32, and (seed known before the pass) d(hn) in the head's workspace
+//   head plan backward: d(hn) --rmsnorm backward--> g [T, H] (the residual gradient, overwritten)
+//   block plan backward, l = L-1 .. 0: g updated in place; dA, dB written (or accumulated)
+//   AdamW: p, m, v f32 and the bf16 copies the products read, one fused kernel
 // Invariants:
-//   * static shapes: T tokens per step, fixed at construction (the batch's
-//     packing may change between steps: positions and sequence starts are uploaded
-//     by set_batch); the per-layer x_l and saved arenas are kept from forward to
-//     backward (no recomputation);
+//   * every kernel is an entry of a generated plan, except AdamW and the two
+//     reductions (loss sum, gradient norm): nothing of the model is written here;
+//   * static shapes: T tokens per step; the packing may change per batch
+//     (positions and sequence starts are uploaded by set_batch);
+//   * parameters are bound once per layer into dense slot tables (the
+//     executor's `bindings`, built in the constructor); a pass copies a table;
+//   * step() is captured once per (T, number of sequences) as ONE CUDA graph
+//     (embedding, all layers, head, backward, clipping, AdamW, the loss copy)
+//     and replayed; its per-step scalars (loss seed, lr, bias corrections)
+//     live in device memory, written from pinned memory inside the graph;
+//   * every device allocation is a device_array; allocated_bytes() is their
+//     sum and equals predict_bytes() (computed from the plans' arena widths
+//     before anything is allocated; a model that does not fit fails then);
 //   * the LoRA parameters are one flat f32 array (gradients, m, v the same
-//     layout; bf16 copies too): per layer, per adapter of the plan (forward
-//     order), A [r, in] then B [out, r], each padded to a multiple of 128
-//     elements so every tensor is 256-byte aligned (cuBLASLt) and the padding
-//     stays 0 through AdamW (zero gradient, zero state);
-//   * one block_executor serves every layer: its bindings (weights, adapters,
-//     x_l, x_{l+1}) are re-set before each layer's pass; its bf16 LoRA copies
-//     are ours (set_lora_external), so rebinding allocates nothing;
+//     layout; bf16 copies too): per layer, per adapter slot of the block plan,
+//     A [r, in] then B [out, r], each padded to a multiple of 128 elements so
+//     every tensor is 256-byte aligned and the padding stays 0 through AdamW;
 //   * the loss is the mean token cross-entropy over counted tokens (targets =
 //     labels shifted inside each sequence, -100 ignored), as the CPU model;
-//     unlike the CPU kernel, ignored tokens still go through the vocabulary
-//     products (their dlogits row is 0): static shapes, and at most a few per
-//     sequence in training data without prompt masking;
-//   * every ids / label value is range-checked on the host before upload.
-// Not done (docs/cuda.md): checkpoint loading straight into this object
-// (the caller uploads), LoRA dropout, the fused [X | s XA] LoRA layout,
-// gradient accumulation over micro-batches, capture of the whole step as one CUDA graph.
+//     ignored tokens still go through the vocabulary products with a zero
+//     gradient row (static shapes).
+// Not done (docs/cuda.md): LoRA dropout (refused), checkpoint loading into
+// this object (the caller uploads), the fused [X | s XA] LoRA layout.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -60,7 +67,6 @@
 
 #include "staticgrad/backend/cuda/block_executor.cuh"
 #include "staticgrad/backend/cuda/check.cuh"
-#include "staticgrad/backend/cuda/matmul.cuh"
 #include "staticgrad/backend/cuda/model_kernels.cuh"
 #include "staticgrad/core/error.hpp"
 
@@ -75,6 +81,7 @@ struct model_options {
   float eps = 1e-6f;         // rms_norm_eps
   float rope_theta = 1e6f;
   std::int64_t ce_chunk = 2048;  // tokens per LM-head chunk (rounded up to 128): C * V * 6 bytes of scratch
+  bool graphs = true;        // step(): capture once per batch shape, then replay
 };
 
 // torch.optim.AdamW options (train::adamw_options, without its host-only header).
@@ -91,10 +98,22 @@ struct model_loss {
   double mean() const { return counted ? loss_sum / static_cast<double>(counted) : 0.0; }
 };
 
-template <class Plan>
+// What model_step allocates, from the plans (bytes).
+struct model_bytes {
+  std::size_t weights = 0, lora = 0, residual = 0, saved = 0, workspace = 0, lm_head_chunk = 0, kernel_workspaces = 0,
+              batch = 0;
+  std::size_t total() const { return weights + lora + residual + saved + workspace + lm_head_chunk + kernel_workspaces + batch; }
+};
+
+template <class Model>
 class model_step {
  public:
-  static constexpr int H = Plan::input_width;
+  using block_plan = typename Model::block;
+  using embedding_plan = typename Model::embedding;
+  using head_plan = typename Model::head;
+  using block_exec = block_executor<block_plan>;
+  static constexpr int H = block_plan::input_width;
+  static constexpr const auto& BS = block_plan::data;
 
   // One adapter tensor pair of one layer in the flat LoRA arrays (offsets in elements).
   struct lora_slot {
@@ -107,96 +126,124 @@ class model_step {
   struct weight_info {
     std::string name;  // "self_attn.q_proj.weight", "input_layernorm.weight", ... (HF names under model.layers.N.)
     std::int64_t rows, cols;
+    int slot;          // the block plan's parameter slot
     std::size_t elems() const { return static_cast<std::size_t>(rows ? rows : 1) * static_cast<std::size_t>(cols); }
   };
+
+  static std::size_t pad128(std::size_t n) { return (n + 127) / 128 * 128; }
+
+  // Bytes the constructor will allocate for T tokens and options o, from the plans.
+  static model_bytes predict_bytes(std::int64_t T, const model_options& o) {
+    model_bytes b;
+    const std::size_t L = static_cast<std::size_t>(o.layers), V = static_cast<std::size_t>(o.vocab);
+    std::size_t lora_elems = 0;
+    for (int p = 0; p < BS.n_params; ++p) {
+      const auto& ps = BS.params[p];
+      if (ps.kind == graph::op_kind::lora_adapter)
+        lora_elems += pad128(static_cast<std::size_t>(o.rank) * ps.cols) + pad128(static_cast<std::size_t>(ps.rows) * o.rank);
+      else b.weights += L * 2 * static_cast<std::size_t>(ps.rows) * ps.cols;
+    }
+    b.weights += (o.tied ? 1 : 2) * V * H * 2 + 2 * H;
+    b.lora = L * lora_elems * (4 * 4 + 2);  // p, g, m, v f32 + bf16 copies
+    const std::size_t TH = static_cast<std::size_t>(T) * H;
+    b.residual = (L + 1) * TH * 2 + TH * 2;  // x_0 .. x_L and the residual gradient
+    b.saved = L * plan_bytes<block_plan>::saved(T, o.rank) + plan_bytes<head_plan>::saved(T, o.rank) +
+              plan_bytes<embedding_plan>::saved(T, o.rank);
+    b.workspace = plan_bytes<block_plan>::workspace(T) + plan_bytes<block_plan>::temporaries(T, o.rank) +
+                  plan_bytes<head_plan>::workspace(T) + plan_bytes<head_plan>::temporaries(T, o.rank) +
+                  plan_bytes<embedding_plan>::workspace(T) + plan_bytes<embedding_plan>::temporaries(T, o.rank);
+    const std::size_t C = static_cast<std::size_t>(
+        std::min<std::int64_t>((std::max<std::int64_t>(o.ce_chunk, 1) + 127) / 128 * 128, token_stride(T)));
+    b.lm_head_chunk = C * V * (4 + 2);
+    int heads = 0;
+    for (int i = 0; i < BS.n_fwd; ++i) heads = std::max(heads, BS.fwd[i].heads);
+    b.kernel_workspaces = 3 * kLoraWorkspaceBytes + attention_backward_workspace_bytes(token_stride(T), heads) / sizeof(float) * sizeof(float);
+    b.batch = static_cast<std::size_t>(T) * 4 /* loss */ + 3 * static_cast<std::size_t>(T) * 4 /* ids, targets, positions */ +
+              (static_cast<std::size_t>(T) + 1) * 4 /* sequence starts */ + (2 + model_detail::kNormBlocks) * 8 + 4 /* coef */ +
+              4 /* seed */ + sizeof(model_detail::adamw_step_args);
+    return b;
+  }
 
   model_step(std::int64_t T, const model_options& o) : T_(T), o_(o) {
     require(T > 0, "model_step: T must be positive");
     require(o.layers > 0 && o.vocab > 0 && o.rank > 0, "model_step: layers, vocab and rank must be positive");
-    require(H % 8 == 0, "model_step: hidden size must be a multiple of 8 (16-byte embedding rows)");
     require(o.vocab <= (std::int64_t{1} << 31) - 1, "model_step: vocab too large for int32 ids");
+    check_fits(T, o);
+    const std::size_t live0 = device_bytes_live();
     runtime_config cfg{};
     cfg.eps = o.eps, cfg.rope_theta = o.rope_theta, cfg.lora_scaling = o.lora_scaling, cfg.rank = o.rank;
-    ex_ = std::make_unique<block_executor<Plan>>(T, o.rank, cfg);
-    ex_->set_accumulate(false);  // dA, dB overwritten by each backward: no zeroing between steps
+    blk_ = std::make_unique<block_exec>(T, o.rank, cfg);
+    const executor_options eo{.stream = blk_->stream(), .vocab = o.vocab, .ce_chunk = o.ce_chunk};
+    emb_ = std::make_unique<block_executor<embedding_plan>>(T, o.rank, cfg, eo);
+    head_ = std::make_unique<block_executor<head_plan>>(T, o.rank, cfg, eo);
     const std::int64_t L = o.layers, V = o.vocab;
     const std::size_t TH = static_cast<std::size_t>(T) * H;
 
-    // ---- frozen weights: every name the schedule reads -------------------------------
-    auto add_weight = [&](const char* n, std::int64_t rows, std::int64_t cols) {
-      if (!n[0]) return;
-      for (const auto& w : winfo_)
-        if (w.name == n) return;
-      winfo_.push_back({n, rows, cols});
-    };
-    for (const auto* sched : {+Plan::forward, +Plan::backward}) {
-      const int n = sched == +Plan::forward ? Plan::n_forward : Plan::n_backward;
-      for (int i = 0; i < n; ++i) {
-        const auto& e = sched[i];
-        if (e.kind == entry_kind::lora_linear || e.kind == entry_kind::linear_bwd) add_weight(e.weight, e.dim_out, e.dim_in);
-        for (int p = 0; p < e.n_params; ++p) add_weight(e.params[p].name, 0, e.params[p].width);
-      }
+    // ---- frozen weights: every frozen slot of the block plan --------------------------
+    for (int p = 0; p < BS.n_params; ++p) {
+      const auto& ps = BS.params[p];
+      if (ps.kind != graph::op_kind::lora_adapter)
+        winfo_.push_back({std::string(ps.name.view()), ps.kind == graph::op_kind::frozen_vector ? 0 : ps.rows, ps.cols, p});
     }
     layer_w_.resize(static_cast<std::size_t>(L));
     for (auto& lw : layer_w_)
-      for (const auto& w : winfo_) lw.emplace_back(alloc<bf16>(w.elems()));
-    embed_ = alloc<bf16>(static_cast<std::size_t>(V) * H);
-    if (!o.tied) lm_head_ = alloc<bf16>(static_cast<std::size_t>(V) * H);
-    norm_w_ = alloc<bf16>(H);
+      for (const auto& w : winfo_) lw.emplace_back(w.elems());
+    embed_ = device_array<bf16>(static_cast<std::size_t>(V) * H);
+    if (!o.tied) lm_head_ = device_array<bf16>(static_cast<std::size_t>(V) * H);
+    norm_w_ = device_array<bf16>(H);
 
     // ---- LoRA: flat arrays ---------------------------------------------------------------
-    auto pad = [](std::size_t n) { return (n + 127) / 128 * 128; };
     std::size_t off = 0;
     for (int l = 0; l < L; ++l)
-      for (const auto& e : Plan::forward)
-        if (e.kind == entry_kind::lora_linear && e.adapter[0]) {
-          lora_slot s{l, e.adapter, e.dim_in, e.dim_out, 0, 0};
-          s.a_off = off, off += pad(static_cast<std::size_t>(o.rank) * e.dim_in);
-          s.b_off = off, off += pad(static_cast<std::size_t>(e.dim_out) * o.rank);
-          slots_.push_back(std::move(s));
-        }
+      for (int p = 0; p < BS.n_params; ++p) {
+        const auto& ps = BS.params[p];
+        if (ps.kind != graph::op_kind::lora_adapter) continue;
+        lora_slot s{l, std::string(ps.name.view()), ps.cols, ps.rows, 0, 0};
+        s.a_off = off, off += pad128(static_cast<std::size_t>(o.rank) * ps.cols);
+        s.b_off = off, off += pad128(static_cast<std::size_t>(ps.rows) * o.rank);
+        slots_.push_back(std::move(s));
+      }
     n_lora_ = off;
-    p_ = alloc<float>(off), g_ = alloc<float>(off), m_ = alloc<float>(off), v_ = alloc<float>(off);
-    p16_ = alloc<bf16>(off);
+    p_ = device_array<float>(off), g_ = device_array<float>(off), m_ = device_array<float>(off), v_ = device_array<float>(off);
+    p16_ = device_array<bf16>(off);
     for (auto* a : {&p_, &g_, &m_, &v_}) SG_CUDA_CHECK(cudaMemset(a->get(), 0, off * sizeof(float)));
     SG_CUDA_CHECK(cudaMemset(p16_.get(), 0, off * sizeof(bf16)));
 
     // ---- activations -------------------------------------------------------------------
-    for (int l = 0; l <= L; ++l) x_.emplace_back(alloc<bf16>(TH));
-    for (int l = 0; l < L; ++l) saved_.emplace_back(ex_->allocate_saved());
-    saved_bytes_ = static_cast<std::size_t>(L) * ex_->saved_bytes();
-    grad_ = alloc<bf16>(TH);
-    hn_ = alloc<bf16>(TH);
-    dhn_ = alloc<bf16>(TH);
-    rstd_ = alloc<float>(static_cast<std::size_t>(T));
-    loss_tok_ = alloc<float>(static_cast<std::size_t>(T));
-    ids_ = alloc<std::int32_t>(static_cast<std::size_t>(T));
-    targets_ = alloc<std::int32_t>(static_cast<std::size_t>(T));
-    pos_ = alloc<std::int32_t>(static_cast<std::size_t>(T));
-    seq_ = alloc<std::int32_t>(static_cast<std::size_t>(T) + 1);
-    scalars_ = alloc<double>(2 + model_detail::kNormBlocks);  // loss sum, grad norm, partial sums
-    coef_ = alloc<float>(1);
+    for (int l = 0; l <= L; ++l) x_.emplace_back(TH);
+    for (int l = 0; l < L; ++l) saved_.emplace_back(blk_->allocate_saved());
+    head_saved_ = head_->allocate_saved();
+    emb_saved_ = emb_->allocate_saved();
+    grad_ = device_array<bf16>(TH);
+    loss_tok_ = device_array<float>(static_cast<std::size_t>(T));
+    ids_ = device_array<std::int32_t>(static_cast<std::size_t>(T));
+    targets_ = device_array<std::int32_t>(static_cast<std::size_t>(T));
+    pos_ = device_array<std::int32_t>(static_cast<std::size_t>(T));
+    seq_ = device_array<std::int32_t>(static_cast<std::size_t>(T) + 1);
+    scalars_ = device_array<double>(2 + model_detail::kNormBlocks);  // loss sum, grad norm, partial sums
+    coef_ = device_array<float>(1);
+    seed_ = device_array<float>(1);
+    args_ = device_array<model_detail::adamw_step_args>(1);
+    allocated_ = device_bytes_live() - live0;
 
-    // ---- LM head chunks ----------------------------------------------------------------
-    chunk_ = std::min<std::int64_t>((std::max<std::int64_t>(o.ce_chunk, 1) + 127) / 128 * 128, (T + 127) / 128 * 128);
-    logits_ = alloc<float>(static_cast<std::size_t>(chunk_) * V);
-    dlogits_ = alloc<bf16>(static_cast<std::size_t>(chunk_) * V);
-    lt_ws_ = alloc<char>(kLoraWorkspaceBytes);
-    for (std::int64_t c : {std::min(chunk_, T), T % chunk_}) {
-      if (c == 0 || head_mm_.count(c)) continue;
-      auto& pr = head_mm_[c];
-      pr.first = std::make_unique<rm_matmul>();
-      pr.second = std::make_unique<rm_matmul>();
-      // logits [c, V] f32 = hn_c [c, H] W[V, H]^T;  dhn_c [c, H] bf16 = dl [c, V] W [V, H].
-      pr.first->prepare(lt_.get(), detail::spec(c, V, H, false, H, true, H, V, CUDA_R_32F), kLoraWorkspaceBytes,
-                        "lm head logits");
-      pr.second->prepare(lt_.get(), detail::spec(c, H, V, false, V, false, H, H, CUDA_R_16BF), kLoraWorkspaceBytes,
-                         "lm head dhidden");
+    // ---- bindings: one dense table per layer, built once ---------------------------------
+    layer_b_.resize(static_cast<std::size_t>(L));
+    for (int l = 0; l < L; ++l) {
+      auto& b = layer_b_[static_cast<std::size_t>(l)];
+      for (std::size_t i = 0; i < winfo_.size(); ++i)
+        b.frozen[static_cast<std::size_t>(winfo_[i].slot)] = layer_w_[static_cast<std::size_t>(l)][i].get();
+      for (const auto& s : slots_)
+        if (s.layer == l)
+          b.lora[static_cast<std::size_t>(block_exec::param_slot(s.adapter))] = {
+              p_.get() + s.a_off, p_.get() + s.b_off, g_.get() + s.a_off, g_.get() + s.b_off, p16_.get() + s.a_off,
+              p16_.get() + s.b_off};
     }
-    SG_CUDA_CHECK(cudaMallocHost(&host_, 2 * sizeof(double)));  // last: nothing after it can throw
+    bind_fixed();
+    SG_CUDA_CHECK(cudaMallocHost(&host_, sizeof(pinned)));  // last: nothing after it can throw
     SG_CUDA_CHECK(cudaDeviceSynchronize());  // memsets (default stream) done before the executor's stream runs
   }
   ~model_step() {
+    drop_graphs();
     if (host_) cudaFreeHost(host_);
     for (auto e : ev_)
       if (e) cudaEventDestroy(e);
@@ -206,10 +253,10 @@ class model_step {
 
   // ---- sizes and parameters ------------------------------------------------------------
   std::int64_t tokens() const { return T_; }
-  std::int64_t chunk_tokens() const { return chunk_; }
+  std::int64_t chunk_tokens() const { return head_->chunk_tokens(); }
   const model_options& options() const { return o_; }
-  cudaStream_t stream() const { return ex_->stream(); }
-  block_executor<Plan>& executor() { return *ex_; }
+  cudaStream_t stream() const { return blk_->stream(); }
+  block_exec& executor() { return *blk_; }
   const std::vector<weight_info>& layer_weights() const { return winfo_; }
   bf16* layer_weight(int l, const std::string& name) {
     require(l >= 0 && l < o_.layers, "model_step: layer out of range");
@@ -229,6 +276,10 @@ class model_step {
   std::size_t lora_elems() const { return n_lora_; }  // including padding
   float* lora_params() { return p_.get(); }
   float* lora_grads() { return g_.get(); }
+  float* adam_m() { return m_.get(); }  // AdamW first moments (same layout), for checkpoints
+  float* adam_v() { return v_.get(); }  // second moments
+  std::int64_t adam_steps() const { return adam_t_; }
+  void set_adam_steps(std::int64_t t) { adam_t_ = t; }  // after restoring m, v from a checkpoint
   const bf16* lora_params_bf16() const { return p16_.get(); }  // what the products read
   // After writing lora_params() from outside: refresh the bf16 copies (and zero the AdamW state).
   void sync_lora_bf16(bool reset_optimizer = true) {
@@ -239,14 +290,9 @@ class model_step {
       adam_t_ = 0;
     }
   }
-  // Bytes of device memory this object allocated: its own arrays, the saved
-  // arenas, the executor's workspace, dZ buffer and cuBLASLt workspace (the
-  // executor's small temporaries — attention workspace, lse, Z scratch — and
-  // cuBLASLt's and the CUDA context's own memory are not counted).
-  std::size_t allocated_bytes() const {
-    return bytes_ + saved_bytes_ + ex_->workspace_elems() * sizeof(bf16) + kLoraWorkspaceBytes +
-           static_cast<std::size_t>(ex_->token_stride()) * o_.rank * sizeof(bf16);
-  }
+  // Bytes of device memory this object and its executors hold (every
+  // device_array they allocated): equals predict_bytes(T, options).total().
+  std::size_t allocated_bytes() const { return allocated_; }
 
   // ---- the batch ----------------------------------------------------------------------
   // ids, labels [T] (labels HF-aligned, -100 ignored; empty: labels = ids);
@@ -289,46 +335,97 @@ class model_step {
     };
     up(ids_.get(), h_ids_), up(targets_.get(), h_targets_), up(pos_.get(), h_pos_), up(seq_.get(), h_seq_);
     nseq_ = static_cast<int>(h_seq_.size()) - 1;
+    blk_->set_layout(pos_.get(), seq_.get(), nseq_);
+    emb_->set_layout(pos_.get(), seq_.get(), nseq_);
+    head_->set_layout(pos_.get(), seq_.get(), nseq_);
     batch_set_ = true;
   }
   std::int64_t counted() const { return counted_; }
 
   // ---- the step -------------------------------------------------------------------------
-  // Forward and backward of the current batch: LoRA gradients in lora_grads()
-  // (overwritten). Returns the loss (synchronises: one scalar copy at the end).
-  model_loss forward_backward() {
+  // dA, dB = 0 (before accumulating over micro-batches).
+  void zero_grads() { SG_CUDA_CHECK(cudaMemsetAsync(g_.get(), 0, n_lora_ * sizeof(float), stream())); }
+  // Forward and backward of the current batch, the loss seeded with
+  // seed_scale per counted token (0: 1/counted, the batch mean). LoRA
+  // gradients in lora_grads(): overwritten, or added to with accumulate.
+  // Returns the loss (synchronises: one scalar copy at the end).
+  model_loss forward_backward(double seed_scale = 0.0, bool accumulate = false) {
+    require(batch_set_, "model_step: set_batch() before the step");
+    blk_->set_accumulate(accumulate);
+    host_->seed = seed_of(seed_scale);
+    upload_scalars(false);
     launch_forward_backward();
-    return finish_loss();
+    grads_valid_ = counted_ > 0 || accumulate;
+    return finish_loss(false);
   }
-  // AdamW on every LoRA parameter with the gradients of the last
-  // forward_backward(), then the bf16 copies; learning rate `lr` (the
-  // schedule's value). Asynchronous.
+  // AdamW on every LoRA parameter with the current gradients, then the bf16
+  // copies; learning rate `lr` (the schedule's value). Asynchronous.
   void optimizer_step(const adamw_hparams& h, double lr) {
     require(grads_valid_, "model_step: optimizer_step() without gradients (no counted token, or no backward)");
     ++adam_t_;
-    launch_adamw(h, lr);
+    host_->args = adamw_args(h, lr);
+    host_->max_norm = static_cast<float>(h.max_grad_norm);
+    upload_scalars(true);
+    launch_adamw();
   }
-  // forward_backward + optimizer_step; the mean loss of the batch.
+  // forward_backward + optimizer_step: the mean loss of the batch. With
+  // options().graphs, the whole step is one CUDA graph per (T, sequences).
   double step(const adamw_hparams& h, double lr) {
-    launch_forward_backward();
-    if (grads_valid_) {
-      ++adam_t_;
-      launch_adamw(h, lr);
+    const auto t0 = std::chrono::steady_clock::now();
+    require(batch_set_, "model_step: set_batch() before the step");
+    if (counted_ == 0) return forward_backward().mean();  // nothing to learn from: no update
+    if (!graphs_.empty() && static_cast<float>(h.max_grad_norm) != captured_max_norm_) drop_graphs();
+    blk_->set_accumulate(false);
+    ++adam_t_;
+    host_->seed = seed_of(0.0);
+    host_->args = adamw_args(h, lr);
+    host_->max_norm = static_cast<float>(h.max_grad_norm);
+    if (!o_.graphs || profiling_) {
+      upload_scalars(true);
+      launch_forward_backward();
+      launch_adamw();
+    } else {
+      auto& g = graphs_[nseq_];
+      if (!g) {
+        if (!warmed_) {  // run once outside a capture (lazy kernel attributes, cuBLASLt plans)
+          upload_scalars(true);
+          launch_forward_backward();
+          launch_adamw();
+          SG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+          warmed_ = true;
+          grads_valid_ = true;
+          graphs_.erase(nseq_);
+          return finish_loss(false).mean();
+        }
+        g = capture();
+        captured_max_norm_ = host_->max_norm;
+      }
+      SG_CUDA_CHECK(cudaGraphLaunch(g, stream()));
+      host_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+      grads_valid_ = true;
+      return finish_loss(true).mean();
     }
-    return finish_loss().mean();
+    host_us_ = std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - t0).count();
+    grads_valid_ = true;
+    return finish_loss(false).mean();
   }
+  // Host time of the last step() until its work was queued (the launch, not
+  // the wait for the loss), in microseconds: what the CPU adds to a step.
+  double last_host_us() const { return host_us_; }
   // The global gradient norm of the last optimizer step (before clipping); synchronises.
   double last_grad_norm() {
-    SG_CUDA_CHECK(cudaMemcpyAsync(host_ + 1, scalars_.get() + 1, sizeof(double), cudaMemcpyDeviceToHost, stream()));
+    SG_CUDA_CHECK(cudaMemcpyAsync(&host_->norm, scalars_.get() + 1, sizeof(double), cudaMemcpyDeviceToHost, stream()));
     SG_CUDA_CHECK(cudaStreamSynchronize(stream()));
-    return host_[1];
+    return host_->norm;
   }
   void synchronize() { SG_CUDA_CHECK(cudaStreamSynchronize(stream())); }
+  std::size_t captured_graphs() const { return graphs_.size(); }
+  // Capture step() as CUDA graphs (default: options().graphs) or launch each kernel.
+  void set_graphs(bool on) { o_.graphs = on; }
 
-  // Per-phase timing (CUDA events on the stream, off by default): after a
-  // step, phase_ms() gives {embedding + blocks forward, final norm + LM head +
-  // cross-entropy + norm backward, blocks backward, AdamW} of that step in ms
-  // (synchronises). Phases a step skipped read 0.
+  // Per-phase timing (CUDA events on the stream, off by default; steps then
+  // run without a graph): after a step, phase_ms() gives {embedding + blocks
+  // forward, head forward and backward, blocks backward, AdamW} in ms.
   void set_profiling(bool on) {
     if (on && !ev_[0])
       for (auto& e : ev_) SG_CUDA_CHECK(cudaEventCreate(&e));
@@ -344,147 +441,193 @@ class model_step {
   }
 
  private:
-  template <class T>
-  device_array<T> alloc(std::size_t n) {
-    bytes_ += n * sizeof(T);
-    return device_array<T>(n);
+  // Pinned host scalars: written by the host before a step, copied to the
+  // device inside the step (so a replayed graph sees the new values).
+  struct pinned {
+    float seed = 0;
+    float max_norm = 0;
+    model_detail::adamw_step_args args{};
+    double loss = 0, norm = 0;
+  };
+
+  // Fits? Checked before anything is allocated.
+  static void check_fits(std::int64_t T, const model_options& o) {
+    std::size_t free_b = 0, total_b = 0;
+    SG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    const model_bytes b = predict_bytes(T, o);
+    const std::size_t reserve = std::size_t{512} << 20;  // cuBLASLt handles, graphs, fragmentation
+    if (b.total() + reserve <= free_b) return;
+    auto gib = [](std::size_t x) { return std::to_string(static_cast<double>(x) / double(1ull << 30)).substr(0, 5) + " GiB"; };
+    throw error(std::string("model_step: ") + Model::name + " with " + std::to_string(o.layers) + " layers at " +
+                std::to_string(T) + " tokens per step needs " + gib(b.total() + reserve) + " of device memory (weights " +
+                gib(b.weights) + ", saved activations " + gib(b.saved) + ", residual stream " + gib(b.residual) +
+                ", workspace " + gib(b.workspace) + ", LM-head chunk " + gib(b.lm_head_chunk) + ", LoRA state " +
+                gib(b.lora) + ", kernel workspaces and reserve " + gib(b.kernel_workspaces + reserve) + "), but " +
+                gib(free_b) + " are free of " + gib(total_b) +
+                ". Lower --batch-tokens (saved activations scale with the tokens per step), --max-len or the LoRA rank, "
+                "or use a device with more memory.");
   }
+
   template <class K, class... A>
   void launch_grid(K kernel, A... args) {
     kernel<<<1024, 256, 0, stream()>>>(args...);
     SG_CUDA_CHECK(cudaGetLastError());
   }
-
   void mark(int i) {
     if (!profiling_) return;
     SG_CUDA_CHECK(cudaEventRecord(ev_[static_cast<std::size_t>(i)], stream()));
     recorded_[static_cast<std::size_t>(i)] = true;
   }
+  float seed_of(double seed_scale) const {
+    return static_cast<float>(seed_scale > 0 ? seed_scale : counted_ ? 1.0 / static_cast<double>(counted_) : 0.0);
+  }
+  static model_detail::adamw_step_args adamw_args(const adamw_hparams& h, double lr, std::int64_t t) {
+    // Bias corrections in double on the host (as torch and train::adamw), the update in f32.
+    model_detail::adamw_step_args a{};
+    a.decay = static_cast<float>(1.0 - lr * h.weight_decay);
+    a.b1 = static_cast<float>(h.beta1), a.b2 = static_cast<float>(h.beta2);
+    a.step_size = static_cast<float>(lr / (1.0 - std::pow(h.beta1, static_cast<double>(t))));
+    a.bc2s = static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, static_cast<double>(t))));
+    a.eps = static_cast<float>(h.eps);
+    return a;
+  }
+  model_detail::adamw_step_args adamw_args(const adamw_hparams& h, double lr) const { return adamw_args(h, lr, adam_t_); }
+
+  // The per-step scalars, pinned -> device (captured with the step).
+  void upload_scalars(bool adamw) {
+    SG_CUDA_CHECK(cudaMemcpyAsync(seed_.get(), &host_->seed, sizeof(float), cudaMemcpyHostToDevice, stream()));
+    if (adamw)
+      SG_CUDA_CHECK(cudaMemcpyAsync(args_.get(), &host_->args, sizeof(host_->args), cudaMemcpyHostToDevice, stream()));
+  }
+
+  // Externals that never change: the embedding's ids and output, the head's input, targets, loss, gradient.
+  void bind_fixed() {
+    emb_->set_external("input_ids", ids_.get());
+    emb_->set_external("x", x_[0].get());
+    bind_embedding_weights();
+    head_->set_external("h", x_[static_cast<std::size_t>(o_.layers)].get());
+    head_->set_external("targets", targets_.get());
+    head_->set_external("loss", loss_tok_.get());
+    head_->set_external("d(h)", grad_.get());
+    head_->set_frozen("model.norm.weight", norm_w_.get());
+    head_->set_frozen("lm_head.weight", lm_head());
+    head_->set_loss_seed(seed_.get());
+    blk_x_ = block_exec::external_slot("x");
+    blk_y_ = block_exec::external_slot("y");
+    blk_->set_external("d(x)", grad_.get());
+  }
+  void bind_embedding_weights() { emb_->set_frozen("model.embed_tokens.weight", embed_.get()); }
 
   void bind_layer(int l) {
-    auto& ex = *ex_;
-    const auto& lw = layer_w_[static_cast<std::size_t>(l)];
-    for (std::size_t i = 0; i < winfo_.size(); ++i) ex.set_frozen(winfo_[i].name, lw[i].get());
-    for (const auto& s : slots_)
-      if (s.layer == l)
-        ex.set_lora_external(s.adapter, p_.get() + s.a_off, p_.get() + s.b_off, g_.get() + s.a_off, g_.get() + s.b_off,
-                             p16_.get() + s.a_off, p16_.get() + s.b_off);
-    ex.set_input(x_[static_cast<std::size_t>(l)].get());
-    ex.set_output(x_[static_cast<std::size_t>(l) + 1].get());
-    ex.set_residual_grad(grad_.get());
-    ex.set_layout(pos_.get(), seq_.get(), nseq_);
+    blk_->bind(layer_b_[static_cast<std::size_t>(l)]);
+    blk_->set_external(blk_x_, x_[static_cast<std::size_t>(l)].get());
+    blk_->set_external(blk_y_, x_[static_cast<std::size_t>(l) + 1].get());
   }
 
   void launch_forward_backward() {
-    require(batch_set_, "model_step: set_batch() before the step");
     const int L = o_.layers;
-    const std::int64_t V = o_.vocab;
-    cudaStream_t st = stream();
     recorded_.fill(false);
     mark(0);
-    // Embedding.
-    launch_grid(model_detail::embedding_gather_kernel, static_cast<const std::int32_t*>(ids_.get()),
-                reinterpret_cast<const uint4*>(embed_.get()), reinterpret_cast<uint4*>(x_[0].get()), T_,
-                static_cast<std::int64_t>(H / 8));
-    // Blocks, forward.
+    emb_->forward(emb_saved_.view());
     for (int l = 0; l < L; ++l) {
       bind_layer(l);
-      ex_->forward(saved_[static_cast<std::size_t>(l)].view());
+      blk_->forward(saved_[static_cast<std::size_t>(l)].view());
     }
     mark(1);
-    // Final norm.
-    const bf16* xL = x_[static_cast<std::size_t>(L)].get();
-    model_detail::final_rmsnorm_fwd_kernel<<<static_cast<unsigned>(T_), model_detail::kNormThreads, 0, st>>>(
-        xL, norm_w_.get(), hn_.get(), rstd_.get(), H, o_.eps);
+    head_->forward(head_saved_.view());  // with the seed: d(hn) too
+    model_detail::sum_f32_kernel<<<1, model_detail::kReduceThreads, 0, stream()>>>(loss_tok_.get(), T_, scalars_.get());
     SG_CUDA_CHECK(cudaGetLastError());
-    // LM head + cross-entropy, chunk by chunk; backward fused (seed 1/counted).
-    const bool backward = counted_ > 0;
-    const float seed = backward ? static_cast<float>(1.0 / static_cast<double>(counted_)) : 0.0f;
-    const bf16* W = lm_head();
-    for (std::int64_t c0 = 0; c0 < T_; c0 += chunk_) {
-      const std::int64_t c = std::min(chunk_, T_ - c0);
-      auto& pr = head_mm_.at(c);
-      pr.first->run(lt_.get(), st, hn_.get() + c0 * H, W, logits_.get(), 1.0f, 0.0f, lt_ws_.get(), kLoraWorkspaceBytes);
-      model_detail::cross_entropy_rows_kernel<<<static_cast<unsigned>(c), model_detail::kCeThreads, 0, st>>>(
-          logits_.get(), targets_.get() + c0, V, loss_tok_.get() + c0, dlogits_.get());
-      SG_CUDA_CHECK(cudaGetLastError());
-      if (backward)
-        pr.second->run(lt_.get(), st, dlogits_.get(), W, dhn_.get() + c0 * H, seed, 0.0f, lt_ws_.get(),
-                       kLoraWorkspaceBytes);
-    }
-    model_detail::sum_f32_kernel<<<1, model_detail::kReduceThreads, 0, st>>>(loss_tok_.get(), T_, scalars_.get());
-    SG_CUDA_CHECK(cudaGetLastError());
-    grads_valid_ = false;
-    if (!backward) return;
-    // Final norm backward: the residual gradient of x_L (overwritten).
-    model_detail::final_rmsnorm_bwd_kernel<<<static_cast<unsigned>(T_), model_detail::kNormThreads, 0, st>>>(
-        xL, norm_w_.get(), rstd_.get(), dhn_.get(), grad_.get(), H);
-    SG_CUDA_CHECK(cudaGetLastError());
-    // Blocks, backward (the residual gradient updated in place; dA, dB written).
+    head_->backward(head_saved_.view());
     mark(2);
     for (int l = L - 1; l >= 0; --l) {
       bind_layer(l);
-      ex_->backward(saved_[static_cast<std::size_t>(l)].view());
+      blk_->backward(saved_[static_cast<std::size_t>(l)].view());
     }
     mark(3);
-    grads_valid_ = true;
   }
 
-  void launch_adamw(const adamw_hparams& h, double lr) {
+  void launch_adamw() {
     cudaStream_t st = stream();
     const std::int64_t n = static_cast<std::int64_t>(n_lora_);
     // The norm is always computed (cheap, worth logging); coef = 1 without clipping.
     model_detail::sumsq_partial_kernel<<<model_detail::kNormBlocks, model_detail::kNormBlockThreads, 0, st>>>(
         g_.get(), n, scalars_.get() + 2);
     SG_CUDA_CHECK(cudaGetLastError());
-    model_detail::grad_norm_finish_kernel<<<1, 32, 0, st>>>(scalars_.get() + 2, static_cast<float>(h.max_grad_norm),
-                                                            scalars_.get() + 1, coef_.get());
+    model_detail::grad_norm_finish_kernel<<<1, 32, 0, st>>>(scalars_.get() + 2, host_->max_norm, scalars_.get() + 1,
+                                                            coef_.get());
     SG_CUDA_CHECK(cudaGetLastError());
-    // Bias corrections in double on the host (as torch and train::adamw), the update in f32.
-    const double t = static_cast<double>(adam_t_);
-    model_detail::adamw_step_args a{};
-    a.decay = static_cast<float>(1.0 - lr * h.weight_decay);
-    a.b1 = static_cast<float>(h.beta1), a.b2 = static_cast<float>(h.beta2);
-    a.step_size = static_cast<float>(lr / (1.0 - std::pow(h.beta1, t)));
-    a.bc2s = static_cast<float>(std::sqrt(1.0 - std::pow(h.beta2, t)));
-    a.eps = static_cast<float>(h.eps);
     launch_grid(model_detail::adamw_kernel, p_.get(), static_cast<const float*>(g_.get()), m_.get(), v_.get(),
-                p16_.get(), n, static_cast<const float*>(coef_.get()), a);
+                p16_.get(), n, static_cast<const float*>(coef_.get()),
+                static_cast<const model_detail::adamw_step_args*>(args_.get()));
     mark(4);
   }
 
-  model_loss finish_loss() {
-    SG_CUDA_CHECK(cudaMemcpyAsync(host_, scalars_.get(), sizeof(double), cudaMemcpyDeviceToHost, stream()));
-    SG_CUDA_CHECK(cudaStreamSynchronize(stream()));
-    return {host_[0], counted_};
+  // The whole step as one graph: scalars in, forward, backward, AdamW, loss out.
+  cudaGraphExec_t capture() {
+    cudaGraph_t g = nullptr;
+    SG_CUDA_CHECK(cudaStreamBeginCapture(stream(), cudaStreamCaptureModeThreadLocal));
+    try {
+      upload_scalars(true);
+      launch_forward_backward();
+      launch_adamw();
+      SG_CUDA_CHECK(cudaMemcpyAsync(&host_->loss, scalars_.get(), sizeof(double), cudaMemcpyDeviceToHost, stream()));
+    } catch (...) {
+      cudaStreamEndCapture(stream(), &g);
+      if (g) cudaGraphDestroy(g);
+      throw;
+    }
+    SG_CUDA_CHECK(cudaStreamEndCapture(stream(), &g));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t e = cudaGraphInstantiate(&exec, g, 0);
+    cudaGraphDestroy(g);
+    SG_CUDA_CHECK(e);
+    return exec;
+  }
+  void drop_graphs() {
+    for (auto& [n, g] : graphs_)
+      if (g) cudaGraphExecDestroy(g);
+    graphs_.clear();
   }
 
-  std::int64_t T_ = 0, chunk_ = 0;
+  // A captured step copies the loss inside the graph (its last node); others here.
+  model_loss finish_loss(bool copied_in_graph) {
+    if (!copied_in_graph)
+      SG_CUDA_CHECK(cudaMemcpyAsync(&host_->loss, scalars_.get(), sizeof(double), cudaMemcpyDeviceToHost, stream()));
+    SG_CUDA_CHECK(cudaStreamSynchronize(stream()));
+    return {host_->loss, counted_};
+  }
+
+  std::int64_t T_ = 0;
   model_options o_;
-  std::unique_ptr<block_executor<Plan>> ex_;
-  std::size_t bytes_ = 0, saved_bytes_ = 0, n_lora_ = 0;
+  std::unique_ptr<block_exec> blk_;
+  std::unique_ptr<block_executor<embedding_plan>> emb_;
+  std::unique_ptr<block_executor<head_plan>> head_;
+  std::size_t n_lora_ = 0, allocated_ = 0;
   std::vector<weight_info> winfo_;
   std::vector<std::vector<device_array<bf16>>> layer_w_;  // [layer][winfo_ index]
+  std::vector<typename block_exec::bindings> layer_b_;    // [layer]: the block plan's slots
   device_array<bf16> embed_, lm_head_, norm_w_;
   std::vector<lora_slot> slots_;
   device_array<float> p_, g_, m_, v_;
   device_array<bf16> p16_;
   std::vector<device_array<bf16>> x_;  // x_0 .. x_L, [T, H]
   std::vector<layer_saved_storage> saved_;
-  device_array<bf16> grad_, hn_, dhn_;
-  device_array<float> rstd_, loss_tok_, logits_, coef_;
-  device_array<bf16> dlogits_;
+  layer_saved_storage head_saved_, emb_saved_;
+  device_array<bf16> grad_;
+  device_array<float> loss_tok_, coef_, seed_;
+  device_array<model_detail::adamw_step_args> args_;
   device_array<std::int32_t> ids_, targets_, pos_, seq_;
   device_array<double> scalars_;
-  device_array<char> lt_ws_;
-  lt_handle lt_;
-  std::map<std::int64_t, std::pair<std::unique_ptr<rm_matmul>, std::unique_ptr<rm_matmul>>> head_mm_;
-  double* host_ = nullptr;  // pinned: loss sum, grad norm
+  int blk_x_ = -1, blk_y_ = -1;
+  pinned* host_ = nullptr;
+  std::map<int, cudaGraphExec_t> graphs_;  // by number of sequences (the attention grid)
   std::vector<std::int32_t> h_ids_, h_targets_, h_pos_, h_seq_;
   std::int64_t counted_ = 0;
   int nseq_ = 0;
   std::int64_t adam_t_ = 0;
-  bool batch_set_ = false, grads_valid_ = false, profiling_ = false;
+  double host_us_ = 0;
+  bool batch_set_ = false, grads_valid_ = false, profiling_ = false, warmed_ = false;
+  float captured_max_norm_ = 0;  // grad_norm_finish_kernel takes it by value: graphs are redone if it changes
   std::array<cudaEvent_t, 5> ev_{};   // phase boundaries (set_profiling)
   std::array<bool, 5> recorded_{};
 };

@@ -13,33 +13,47 @@
 //   * storage bf16 (activations, gradients, parameters), f32 statistics;
 //     all math in f32; scratch rows are f32 in shared memory, so a group-internal
 //     value is never rounded (as on the CPU reference, where it is S);
-//   * RoPE: a thread owns two adjacent pairs (i, i+d/2), (i+1, i+1+d/2) of one
-//     head, so rotating in place (out == in) is race-free;
+//   * RoPE: (cos, sin) of each pair index is computed once per row (not per
+//     element: heads share it) into shared memory; a thread then owns two
+//     adjacent pairs (i, i+d/2), (i+1, i+1+d/2) of one head, so rotating in
+//     place (out == in) is race-free;
 //   * RMSNorm: a block reduction of the row sum (warp shuffles, then one f32
 //     per warp in shared memory), then elementwise;
 //   * __syncthreads() between steps: a later step may read any element of a
 //     row an earlier step wrote (through global memory or scratch); rows past
 //     T idle but still reach every barrier;
-//   * the element math is the op headers' functors (bias_add_fn, add_fn,
-//     swiglu_fn, silu_fn, rope_fn, rmsnorm_fn), the same code the CPU runs.
+//   * the math is the op headers' registered functors (row_op<kind>, walked
+//     by their row_form), the same code the CPU row executor runs
+//     (backend/cpu/row_group.hpp); no op is named here.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <utility>
 
 #include "staticgrad/backend/cuda/check.cuh"
 #include "staticgrad/backend/cuda/plan_desc.hpp"
-#include "staticgrad/ops/add.hpp"
-#include "staticgrad/ops/bias_add.hpp"
-#include "staticgrad/ops/mul.hpp"
-#include "staticgrad/ops/rmsnorm.hpp"
-#include "staticgrad/ops/rope.hpp"
-#include "staticgrad/ops/silu.hpp"
-#include "staticgrad/ops/swiglu.hpp"
+#include "staticgrad/ops/all.hpp"
 
 namespace staticgrad::cuda {
 
 using bf16 = __nv_bfloat16;
+
+template <graph::op_kind K>
+constexpr row_form form_of() {
+  if constexpr (is_row_op<K>) return row_op<K>::form;
+  else return row_form::pointwise;
+}
+
+// The row_form of a registered row op, as a value (for launch traits).
+constexpr row_form row_op_form(graph::op_kind k) {
+  row_form f = row_form::pointwise;
+  [&]<int... I>(std::integer_sequence<int, I...>) {
+    (((static_cast<graph::op_kind>(I) == k) ? (void)(f = form_of<static_cast<graph::op_kind>(I)>()) : (void)0), ...);
+  }(std::make_integer_sequence<int, static_cast<int>(graph::op_kind::count_)>{});
+  return f;
+}
+
 
 // The runtime arguments of every row-group kernel: a plain struct, passed by
 // value. buf[j] is buffer argument j of the generated tables: bf16 [T, width]
@@ -64,8 +78,16 @@ struct row_group_traits {
   static constexpr int rows_per_cta = 256 / threads_per_row;
   static constexpr int threads = threads_per_row * rows_per_cta;
   static constexpr int warps_per_row = threads_per_row / 32;
-  // Shared memory: the scratch rows (f32) of every row of the CTA.
-  static constexpr int smem_bytes = rows_per_cta * Group::n_scratch * Group::width_max * 4;
+  // Rotary coefficients per row: (cos, sin) of each pair index, the widest head dim of the group.
+  static constexpr int rot_floats = [] {
+    int d = 0;
+    for (const auto& s : Group::steps)
+      if (row_op_form(s.op) == row_form::rotary && s.attr > d) d = s.attr;
+    return d;
+  }();
+  // Shared memory: the scratch rows (f32) of every row of the CTA, then the coefficients.
+  static constexpr int smem_floats_per_row = Group::n_scratch * Group::width_max + rot_floats;
+  static constexpr int smem_bytes = rows_per_cta * smem_floats_per_row * 4;
   static_assert(threads_per_row % 32 == 0 && threads <= 1024, "row_group_traits: threads per row must be whole warps");
   static_assert(smem_bytes <= 227 * 1024, "row_group_traits: the scratch rows do not fit in shared memory (sm_90: 227 KiB)");
 };
@@ -81,6 +103,7 @@ struct row_ctx {
   float* scratch;          // this row's scratch rows, [n_scratch][width_max]
   int width_max;
   float* red;              // this row's reduction slots, [warps_per_row]
+  float* rot;              // this row's rotary coefficients, [2 * (d / 2)]: cos, sin of pair i
   bool active;             // t < T
 };
 
@@ -100,6 +123,14 @@ __device__ __forceinline__ float2 load2(const row_ctx& c, int i) {
     static_assert(k != operand_kind::none, "load2: a step reads an operand the plan left out");
     return {};
   }
+}
+
+// load2, or zeros for an operand the step does not have (unary ops, or an
+// input backward does not read).
+template <int O, int W>
+__device__ __forceinline__ float2 load_or_zero(const row_ctx& c, int i) {
+  if constexpr (O == none) return make_float2(0.0f, 0.0f);
+  else return load2<O, W>(c, i);
 }
 
 // Writes (or adds to, Acc) element pair (i, i+1) of operand O.
@@ -141,106 +172,103 @@ __device__ __forceinline__ float row_sum(const row_ctx& c, float v) {
   return s;
 }
 
+// (cos, sin) of every pair index i < d/2 of a rotary step at this row's
+// position, computed once per row (not per element) into the row's
+// coefficient slots; all threads of the row read them after the barrier.
+template <class Op, int D>
+__device__ __forceinline__ void rotary_coefficients(const row_ctx& c) {
+  for (int i = c.lane; i < D / 2 && c.active; i += c.tpr) {
+    float sn, cs;
+    sincosf(Op::angle(c.a->positions[c.t], i, D, c.a->rope_theta), &sn, &cs);
+    c.rot[2 * i] = cs;
+    c.rot[2 * i + 1] = sn;
+  }
+  __syncthreads();
+}
+
 template <class St, class Tr>
 __device__ __forceinline__ void run_forward_step(const row_ctx& c) {
+  using Op = row_op<St::op>;
+  static_assert(is_row_op<St::op>, "a row group holds an op without a registered row functor (row_op<kind> in its header)");
   constexpr int W = St::width;
-  if constexpr (St::op == op_code::rope) {
+  if constexpr (Op::form == row_form::rotary) {
     // Two adjacent pairs per thread: (i, i+h), (i+1, i+1+h) of head `head`.
     constexpr int d = St::attr, half = d / 2, quads = W / 4;
+    rotary_coefficients<Op, d>(c);
     for (int q = c.lane; q < quads && c.active; q += c.tpr) {
       const int head = q / (half / 2), i = 2 * (q % (half / 2)), e = head * d + i;
       const float2 x1 = load2<St::in0, W>(c, e), x2 = load2<St::in0, W>(c, e + half);
-      const int pos = c.a->positions[c.t];
       float2 y1, y2;
-      float ang = rope_fn::angle(pos, i, d, c.a->rope_theta);
-      rope_fn::forward(x1.x, x2.x, cosf(ang), sinf(ang), y1.x, y2.x);
-      ang = rope_fn::angle(pos, i + 1, d, c.a->rope_theta);
-      rope_fn::forward(x1.y, x2.y, cosf(ang), sinf(ang), y1.y, y2.y);
+      Op::forward(x1.x, x2.x, c.rot[2 * i], c.rot[2 * i + 1], y1.x, y2.x);
+      Op::forward(x1.y, x2.y, c.rot[2 * i + 2], c.rot[2 * i + 3], y1.y, y2.y);
       store2<St::out, W>(c, e, y1);
       store2<St::out, W>(c, e + half, y2);
     }
-  } else if constexpr (St::op == op_code::rmsnorm) {
+  } else if constexpr (Op::form == row_form::norm) {
     float ss = 0.0f;
     for (int i = 2 * c.lane; i < W && c.active; i += 2 * c.tpr) {
       const float2 x = load2<St::in0, W>(c, i);
       ss += x.x * x.x + x.y * x.y;
     }
-    const float r = rmsnorm_fn::inv_rms(row_sum<Tr::warps_per_row>(c, ss), W, c.a->eps);
+    const float r = Op::inv_rms(row_sum<Tr::warps_per_row>(c, ss), W, c.a->eps);
     if constexpr (St::aux != none)
       if (c.active && c.lane == 0) static_cast<float*>(c.a->buf[index_of(St::aux)])[c.t] = r;
     for (int i = 2 * c.lane; i < W && c.active; i += 2 * c.tpr) {
       const float2 x = load2<St::in0, W>(c, i), w = load2<St::in1, W>(c, i);
-      store2<St::out, W>(c, i, make_float2(rmsnorm_fn::forward(x.x, r, w.x), rmsnorm_fn::forward(x.y, r, w.y)));
+      store2<St::out, W>(c, i, make_float2(Op::forward(x.x, r, w.x), Op::forward(x.y, r, w.y)));
     }
   } else {
-    // Pointwise: element i of the output reads element i of each input, so
-    // in place (out == in0) is race-free.
+    static_assert(Op::form == row_form::pointwise, "run_forward_step: unknown row_form");
+    // Element i of the output reads element i of each input: in place (out == in0) is race-free.
     for (int i = 2 * c.lane; i < W && c.active; i += 2 * c.tpr) {
       const float2 a = load2<St::in0, W>(c, i);
-      float2 y;
-      if constexpr (St::op == op_code::silu) {
-        y = make_float2(silu_fn::forward(a.x), silu_fn::forward(a.y));
-      } else {
-        const float2 b = load2<St::in1, W>(c, i);
-        if constexpr (St::op == op_code::bias_add) y = make_float2(bias_add_fn::forward(a.x, b.x), bias_add_fn::forward(a.y, b.y));
-        else if constexpr (St::op == op_code::add) y = make_float2(add_fn::forward(a.x, b.x), add_fn::forward(a.y, b.y));
-        else if constexpr (St::op == op_code::swiglu) y = make_float2(swiglu_fn::forward(a.x, b.x), swiglu_fn::forward(a.y, b.y));
-        else if constexpr (St::op == op_code::mul) y = make_float2(a.x * b.x, a.y * b.y);
-      }
-      store2<St::out, W>(c, i, y);
+      const float2 b = load_or_zero<St::in1, W>(c, i);
+      store2<St::out, W>(c, i, make_float2(Op::forward(a.x, b.x), Op::forward(a.y, b.y)));
     }
   }
 }
 
 template <class St, class Tr>
 __device__ __forceinline__ void run_backward_step(const row_ctx& c) {
+  using Op = row_op<St::op>;
+  static_assert(is_row_op<St::op>, "a backward row group holds an op without a registered row functor");
   constexpr int W = St::width;
-  if constexpr (St::op == op_code::rope) {
+  if constexpr (Op::form == row_form::rotary) {
     if constexpr (St::dx0 != none) {
       constexpr int d = St::attr, half = d / 2, quads = W / 4;
+      rotary_coefficients<Op, d>(c);
       for (int q = c.lane; q < quads && c.active; q += c.tpr) {
         const int head = q / (half / 2), i = 2 * (q % (half / 2)), e = head * d + i;
         const float2 g1 = load2<St::dy, W>(c, e), g2 = load2<St::dy, W>(c, e + half);
-        const int pos = c.a->positions[c.t];
         float2 d1, d2;
-        float ang = rope_fn::angle(pos, i, d, c.a->rope_theta);
-        rope_fn::backward(g1.x, g2.x, cosf(ang), sinf(ang), d1.x, d2.x);
-        ang = rope_fn::angle(pos, i + 1, d, c.a->rope_theta);
-        rope_fn::backward(g1.y, g2.y, cosf(ang), sinf(ang), d1.y, d2.y);
+        Op::backward(g1.x, g2.x, c.rot[2 * i], c.rot[2 * i + 1], d1.x, d2.x);
+        Op::backward(g1.y, g2.y, c.rot[2 * i + 2], c.rot[2 * i + 3], d1.y, d2.y);
         store2<St::dx0, W, St::acc0>(c, e, d1);
         store2<St::dx0, W, St::acc0>(c, e + half, d2);
       }
     }
-  } else if constexpr (St::op == op_code::rmsnorm) {
+  } else if constexpr (Op::form == row_form::norm) {
     const float r = c.active ? static_cast<const float*>(c.a->buf[index_of(St::aux)])[c.t] : 0.0f;
     float dot = 0.0f;
     for (int i = 2 * c.lane; i < W && c.active; i += 2 * c.tpr) {
       const float2 g = load2<St::dy, W>(c, i), x = load2<St::in0, W>(c, i), w = load2<St::in1, W>(c, i);
-      dot += rmsnorm_fn::dot_term(g.x, x.x, w.x, r) + rmsnorm_fn::dot_term(g.y, x.y, w.y, r);
+      dot += Op::dot_term(g.x, x.x, w.x, r) + Op::dot_term(g.y, x.y, w.y, r);
     }
     const float mean = row_sum<Tr::warps_per_row>(c, dot) / static_cast<float>(W);
     if constexpr (St::dx0 != none)
       for (int i = 2 * c.lane; i < W && c.active; i += 2 * c.tpr) {
         const float2 g = load2<St::dy, W>(c, i), x = load2<St::in0, W>(c, i), w = load2<St::in1, W>(c, i);
-        store2<St::dx0, W, St::acc0>(c, i, make_float2(rmsnorm_fn::backward(g.x, x.x, w.x, r, mean),
-                                                       rmsnorm_fn::backward(g.y, x.y, w.y, r, mean)));
+        store2<St::dx0, W, St::acc0>(c, i, make_float2(Op::backward(g.x, x.x, w.x, r, mean),
+                                                       Op::backward(g.y, x.y, w.y, r, mean)));
       }
   } else {
+    static_assert(Op::form == row_form::pointwise, "run_backward_step: unknown row_form");
     for (int i = 2 * c.lane; i < W && c.active; i += 2 * c.tpr) {
       const float2 g = load2<St::dy, W>(c, i);
-      float2 d0 = g, d1 = g;  // add, bias_add: identity gradients
-      if constexpr (St::op == op_code::swiglu) {
-        const float2 a = load2<St::in0, W>(c, i), b = load2<St::in1, W>(c, i);
-        swiglu_fn::backward(g.x, a.x, b.x, d0.x, d1.x);
-        swiglu_fn::backward(g.y, a.y, b.y, d0.y, d1.y);
-      } else if constexpr (St::op == op_code::silu) {
-        const float2 a = load2<St::in0, W>(c, i);
-        d0 = make_float2(silu_fn::backward(g.x, a.x), silu_fn::backward(g.y, a.y));
-      } else if constexpr (St::op == op_code::mul) {
-        const float2 a = load2<St::in0, W>(c, i), b = load2<St::in1, W>(c, i);
-        d0 = make_float2(g.x * b.x, g.y * b.y);
-        d1 = make_float2(g.x * a.x, g.y * a.y);
-      }
+      const float2 a = load_or_zero<St::in0, W>(c, i), b = load_or_zero<St::in1, W>(c, i);
+      float2 d0, d1;
+      Op::backward(g.x, a.x, b.x, d0.x, d1.x);
+      Op::backward(g.y, a.y, b.y, d0.y, d1.y);
       if constexpr (St::dx0 != none) store2<St::dx0, W, St::acc0>(c, i, d0);
       if constexpr (St::dx1 != none) store2<St::dx1, W, St::acc1>(c, i, d1);
     }
@@ -278,7 +306,8 @@ __global__ void __launch_bounds__(Tr::threads) row_group_kernel(const row_group_
   c.t = static_cast<std::int64_t>(blockIdx.x) * Tr::rows_per_cta + slot;
   c.lane = static_cast<int>(threadIdx.x) % Tr::threads_per_row;
   c.tpr = Tr::threads_per_row;
-  c.scratch = smem + slot * Group::n_scratch * Group::width_max;
+  c.scratch = smem + slot * Tr::smem_floats_per_row;
+  c.rot = c.scratch + Group::n_scratch * Group::width_max;
   c.width_max = Group::width_max;
   c.red = red + slot * Tr::warps_per_row;
   c.active = c.t < a.tokens;
