@@ -44,7 +44,7 @@ std::int64_t trainable(const io::lora_adapter& ad) {
 template <class Plan>
 int run(const finetune_request& r, const char* label) {
   auto tok = io::tokenizer::from_file(r.tokenizer);
-  train::cuda_trainer<Plan> tr(r.model, tok, {r.data}, r.train);
+  train::cuda_trainer<Plan> tr(r.model, tok, r.data, r.train);
   const auto& cfg = tr.config();
   if (r.train.log)
     *r.train.log << strf("finetune: %s (%s, %lld layers, vocab %lld) on CUDA, LoRA r %lld alpha %g on %zu modules, "

@@ -9,7 +9,7 @@
 //   torch.argmax) after the repetition penalty.
 // The draw uses std::mt19937_64 seeded by the caller, so a seed reproduces a
 // sample on every platform (the standard fixes the engine's sequence;
-// the uniform double is built from its 53 high bits here, not by
+// the uniform double is train::uniform01's 53 high bits, not
 // std::uniform_real_distribution, whose algorithm is unspecified).
 #include <algorithm>
 #include <cmath>
@@ -21,6 +21,7 @@
 #include <vector>
 
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/train/lora_init.hpp"
 
 namespace staticgrad::infer {
 
@@ -40,9 +41,6 @@ inline void check_sampling(const sampling_options& o) {
   require(o.repetition_penalty > 0 && std::isfinite(o.repetition_penalty), "repetition_penalty must be positive",
           {"", "repetition_penalty", {}});
 }
-
-// Uniform in [0, 1) from the engine's 53 high bits.
-inline double uniform01(std::mt19937_64& rng) { return double(rng() >> 11) * 0x1.0p-53; }
 
 // In place on `scores`: the repetition penalty over the tokens of `context`.
 inline void apply_repetition_penalty(std::span<float> scores, std::span<const std::int32_t> context, double penalty) {
@@ -93,7 +91,7 @@ inline std::int32_t draw(std::span<const float> s, std::mt19937_64& rng) {
   const float mx = *std::max_element(s.begin(), s.end());
   double z = 0;
   for (auto x : s) z += std::exp(double(x) - mx);
-  double u = uniform01(rng) * z, acc = 0;
+  double u = train::uniform01(rng) * z, acc = 0;
   std::int32_t last = 0;
   for (std::size_t i = 0; i < s.size(); ++i) {
     if (!std::isfinite(s[i])) continue;
