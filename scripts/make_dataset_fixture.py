@@ -37,11 +37,25 @@ LINES = [
     {"instruction": "Translate to French.", "input": "Good morning", "output": "Bonjour"},
     {"instruction": "List three colours.", "output": "red, green, blue"},
     {"instruction": "Sum", "input": "", "output": " 1 + 2 = 3 "},
+    # ShareGPT
+    {"conversations": [{"from": "human", "value": "What is 2+2?"}, {"from": "gpt", "value": "4"}]},
+    {"conversations": [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+                       {"from": "gpt", "value": "Hello!"}, {"from": "user", "value": "Bye"},
+                       {"from": "assistant", "value": "Bye."}]},
+    # prompt/completion: plain text (the completion trained, <|endoftext|> appended), and conversational
+    {"prompt": "The capital of France is", "completion": " Paris."},
+    {"prompt": "def add(a, b):\n", "completion": "    return a + b\n"},
+    {"prompt": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."},
+                {"role": "user", "content": "Name a colour."}],
+     "completion": [{"role": "assistant", "content": "Blue."}]},
 ]
+
+SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
 def render(turns):
-    """ChatML text and the character ranges trained on (content + <|im_end|>)."""
+    """ChatML text and the character ranges trained on (content + <|im_end|>):
+    assistant turns, unless a turn says "trained": False."""
     s, trained = "", []
     if not turns or turns[0]["role"] != "system":
         turns = [{"role": "system", "content": DEFAULT_SYSTEM}] + turns
@@ -49,10 +63,19 @@ def render(turns):
         s += "<|im_start|>" + t["role"] + "\n"
         b = len(s)
         s += t["content"] + "<|im_end|>"
-        if t["role"] == "assistant":
+        if t["role"] == "assistant" and t.get("trained", True):
             trained.append((b, len(s)))
         s += "\n"
     return s, trained
+
+
+def label(tok, s, trained):
+    enc = tok.encode(s, add_special_tokens=False)
+    labels = []
+    for i, (a, b) in zip(enc.ids, enc.offsets):
+        hit = any((b > ts and a < te) or (a == b and ts <= a < te) for ts, te in trained)
+        labels.append(i if hit else -100)
+    return enc.ids, labels
 
 
 def main():
@@ -62,19 +85,21 @@ def main():
         if "text" in line:
             ids = tok.encode(line["text"], add_special_tokens=False).ids + [EOS]
             labels = list(ids)
+        elif "prompt" in line and isinstance(line["prompt"], str):
+            s = line["prompt"] + line["completion"]
+            ids, labels = label(tok, s, [(len(line["prompt"]), len(s))])
+            ids, labels = ids + [EOS], labels + [EOS]
         else:
             if "messages" in line:
                 turns = line["messages"]
+            elif "conversations" in line:
+                turns = [{"role": SHAREGPT_ROLES[t["from"]], "content": t["value"]} for t in line["conversations"]]
+            elif "prompt" in line:
+                turns = [dict(t, trained=False) for t in line["prompt"]] + line["completion"]
             else:
                 user = line["instruction"] + ("\n\n" + line["input"] if line.get("input") else "")
                 turns = [{"role": "user", "content": user}, {"role": "assistant", "content": line["output"]}]
-            s, trained = render(turns)
-            enc = tok.encode(s, add_special_tokens=False)
-            ids = enc.ids
-            labels = []
-            for i, (a, b) in zip(ids, enc.offsets):
-                hit = any((b > ts and a < te) or (a == b and ts <= a < te) for ts, te in trained)
-                labels.append(i if hit else -100)
+            ids, labels = label(tok, *render(turns))
         labels[0] = -100
         out.append({"line": line, "input_ids": ids, "labels": labels})
     OUT.write_text("".join(json.dumps(o, ensure_ascii=False) + "\n" for o in out), encoding="utf-8")

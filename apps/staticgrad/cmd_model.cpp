@@ -14,11 +14,13 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "demo_chat_answers.hpp"
 #include "finetune_cuda.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 #include "staticgrad/io/safetensors_writer.hpp"
 #include "staticgrad/io/tokenizer.hpp"
+#include "staticgrad/io/tokenizer_location.hpp"
 #include "staticgrad/models/qwen2_model.hpp"
 #include "staticgrad/train/demo_task.hpp"
 #include "staticgrad/train/evaluate.hpp"
@@ -29,14 +31,13 @@ namespace {
 namespace fs = std::filesystem;
 using namespace staticgrad;
 
-const std::string default_tokenizer = std::string(STATICGRAD_SOURCE_DIR) + "/data/qwen2-tokenizer";
-
 enum class job { loss, logits, finetune };
 
 struct model_request {
   job what = job::loss;
   std::string model, data, adapter, grads_out, out;
-  std::string tokenizer = default_tokenizer;
+  std::vector<std::string> data_files;  // finetune: every --data file (data = the first)
+  std::string tokenizer;                // empty: io::resolve_tokenizer (the model's, else the vendored one)
   train::train_options train;
 };
 
@@ -59,6 +60,7 @@ io::lora_adapter read_or_zero_adapter(const std::string& dir, const io::hf_confi
 }
 
 std::vector<io::lora_target> parse_targets(const std::string& list) {
+  if (list == "all-linear") return {io::all_lora_targets.begin(), io::all_lora_targets.end()};  // PEFT's spelling
   std::vector<io::lora_target> ts;
   std::stringstream ss(list);
   std::string item;
@@ -89,9 +91,9 @@ model_response run_model_command(const model_request& r) {
   model_response res;
   auto model = models::qwen2_model<S>::load(r.model);
   const auto& cfg = model->config();
-  auto tok = io::tokenizer::from_file(r.tokenizer);
+  auto tok = io::tokenizer::from_file(io::resolve_tokenizer(r.tokenizer, r.model));
   if (r.what == job::finetune) {
-    train::trainer<S> tr(*model, tok, {r.data}, r.train);
+    train::trainer<S> tr(*model, tok, r.data_files.empty() ? std::vector<std::string>{r.data} : r.data_files, r.train);
     if (r.train.log)
       *r.train.log << fmt::format(
                           "finetune: {} ({}, {} layers, vocab {}), LoRA r {} alpha {} on {} modules, {} trainable "
@@ -150,6 +152,10 @@ model_response run_model_command(const model_request& r) {
   return res;
 }
 
+constexpr const char* tokenizer_help =
+    "tokenizer for text lines (default: the model directory's tokenizer.json, else the vendored Qwen2 tokenizer "
+    "installed with staticgrad)";
+
 model_response dispatch(const model_request& r) {
   const auto cfg_path = (fs::path(r.model) / "config.json").string();
   const auto cfg = io::read_hf_config(fs::path(r.model));
@@ -171,7 +177,7 @@ staticgrad::cli::command_registrar reg_loss{{"loss", [](CLI::App& app) {
   sub->add_option("--adapter", r->adapter, "PEFT adapter directory (default: none, the base model)");
   sub->add_option("--grads-out", r->grads_out,
                   "write d loss / d LoRA A and B (F32 safetensors, PEFT key names); needs --adapter");
-  sub->add_option("--tokenizer", r->tokenizer, "tokenizer for text lines")->capture_default_str();
+  sub->add_option("--tokenizer", r->tokenizer, tokenizer_help);
   return std::function<int()>([r] {
     require(r->grads_out.empty() || !r->adapter.empty(),
             "--grads-out needs --adapter: the gradients are those of an adapter's A and B (its r and targets)",
@@ -191,7 +197,7 @@ staticgrad::cli::command_registrar reg_logits{{"logits", [](CLI::App& app) {
   sub->add_option("--data", r->data, "JSONL lines (each line is run alone)")->required();
   sub->add_option("--adapter", r->adapter, "PEFT adapter directory (default: none)");
   sub->add_option("--out", r->out, "output .safetensors file")->required();
-  sub->add_option("--tokenizer", r->tokenizer, "tokenizer for text lines")->capture_default_str();
+  sub->add_option("--tokenizer", r->tokenizer, tokenizer_help);
   return std::function<int()>([r] {
     require_file(r->data, "--data");
     r->what = job::logits;
@@ -216,7 +222,8 @@ void add_training_options(CLI::App* sub, model_request& r, finetune_cli& f) {
       ->capture_default_str();
   sub->add_option("--lora-dropout", o.lora.lora_dropout, "dropout on the LoRA input")->capture_default_str();
   sub->add_flag("--use-rslora", f.rslora, "rank-stabilised scaling alpha/sqrt(r)");
-  sub->add_option("--target-modules", f.targets, "comma list of projections to adapt")->capture_default_str();
+  sub->add_option("--target-modules", f.targets, "comma list of projections to adapt, or all-linear (all seven)")
+      ->capture_default_str();
   sub->add_option("--lr", o.optim.lr, "peak learning rate")->capture_default_str();
   sub->add_option("--steps", o.steps, "optimizer steps")->capture_default_str();
   sub->add_option("--batch-tokens", o.batch_tokens, "tokens per micro-batch: rows = max(1, N / max_len)")
@@ -231,6 +238,8 @@ void add_training_options(CLI::App* sub, model_request& r, finetune_cli& f) {
       ->capture_default_str();
   sub->add_flag("--skip-bad-lines", o.skip_bad_lines, "skip and count malformed data lines instead of stopping");
   sub->add_flag("--drop-long", o.drop_long, "drop examples longer than --max-len instead of truncating them");
+  sub->add_flag("--truncate-text", o.truncate_text,
+                "truncate {\"text\"} documents longer than --max-len (default: split them into --max-len windows)");
   sub->add_option("--save-every", o.save_every, "also save OUT/checkpoint-<step> every N steps (0 = only at the end)")
       ->capture_default_str();
 }
@@ -248,20 +257,23 @@ staticgrad::cli::command_registrar reg_finetune{{"finetune", [](CLI::App& app) {
   auto r = std::make_shared<model_request>();
   auto f = std::make_shared<finetune_cli>();
   sub->add_option("--model", r->model, "Hugging Face checkpoint directory")->required();
-  sub->add_option("--data", r->data, "JSONL training data (input_ids/labels, text, messages, instruction lines)")
+  sub->add_option("--data", r->data_files,
+                  "JSONL training data, one or more files (text, messages, conversations, prompt/completion, "
+                  "instruction or input_ids lines)")
       ->required();
   sub->add_option("--out", f->out, "output PEFT adapter directory")->required();
-  sub->add_option("--tokenizer", r->tokenizer, "tokenizer for text lines")->capture_default_str();
+  sub->add_option("--tokenizer", r->tokenizer, tokenizer_help);
   sub->add_option("--device", f->device, "cpu, or cuda (the GPU trainer: Qwen2.5-0.5B/1.5B block shapes)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   add_training_options(sub, *r, *f);
   return std::function<int()>([r, f] {
-    require_file(r->data, "--data");
+    for (const auto& d : r->data_files) require_file(d, "--data");
+    r->data = r->data_files.front();
     finish_training_options(*r, *f);
     r->what = job::finetune;
     if (f->device == "cuda") {
-      cli::finetune_request q{r->model, r->data, r->tokenizer, r->train};
+      cli::finetune_request q{r->model, r->data_files, io::resolve_tokenizer(r->tokenizer, r->model), r->train};
       return cli::run_finetune_cuda(q);
     }
     return dispatch(*r).rc;
@@ -274,15 +286,63 @@ struct demo_cli {
   std::string out;
   std::int64_t steps = 150;
   std::uint64_t seed = 0;
+  bool chat = false;
+  CLI::Option* steps_opt = nullptr;
 };
+
+// demo --chat (train/demo_chat.hpp): the real vocabulary, chat data through
+// the real tokenizer and template, then the questions asked again.
+int run_demo_chat(const demo_cli& d, const fs::path& dir, std::chrono::steady_clock::time_point t0) {
+  train::demo_chat task;
+  task.model.seed = d.seed;
+  train::write_demo_chat(dir, task);
+  std::cout << fmt::format("demo --chat: a random {}-layer Qwen2.5-architecture model (hidden 128) with the real "
+                           "vocabulary ({} rows) in {}; {} question/answer chats in {} (Qwen2 tokenizer, ChatML)",
+                           task.model.layers, task.model.vocab, (dir / "model").string(), task.facts.size(),
+                           (dir / "chat.jsonl").string())
+            << std::endl;
+  model_request r;
+  r.what = job::finetune;
+  r.model = (dir / "model").string();
+  r.data = (dir / "chat.jsonl").string();
+  r.train.lora.r = 16;
+  r.train.lora.lora_alpha = 32;
+  r.train.lora.target_modules = {io::all_lora_targets.begin(), io::all_lora_targets.end()};
+  r.train.lora.base_model_name_or_path = r.model;
+  r.train.steps = d.steps_opt && d.steps_opt->count() ? d.steps : 60;
+  r.train.max_len = 64;
+  r.train.batch_tokens = 64 * std::int64_t(task.facts.size());  // every chat in each step
+  r.train.seed = d.seed;
+  r.train.optim.lr = 3e-3;
+  r.train.optim.weight_decay = 0.0;
+  r.train.warmup_steps = 3;
+  r.train.out = dir / "adapter";
+  const auto res = models::dispatch_shape(train::demo_config(task.model), r.model,
+                                          [&]<class S>() { return run_model_command<S>(r); });
+  const auto& s = res.trained.steps;
+  std::cout << fmt::format("demo --chat: loss {:.3f} -> {:.3f} after {} steps; asking the questions again:",
+                           s.front().loss, s.back().loss, s.size())
+            << std::endl;
+  const int right = cli::answer_demo_questions(dir, task);
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::cout << fmt::format("demo --chat: {} of {} answers as taught ({:.1f} s). Try:\n  staticgrad generate --model {} "
+                           "--adapter {} --system \"{}\" --prompt \"{}\"",
+                           right, task.facts.size(), secs, (dir / "model").string(), (dir / "adapter").string(),
+                           task.system, task.facts.front().first)
+            << std::endl;
+  return 0;
+}
 
 staticgrad::cli::command_registrar reg_demo{{"demo", [](CLI::App& app) {
   auto* sub = app.add_subcommand(
       "demo", "Make a tiny random Qwen2.5-architecture model and a synthetic task, fine-tune it with LoRA on the CPU");
   auto d = std::make_shared<demo_cli>();
   sub->add_option("--out", d->out, "directory for model/, data.jsonl, adapter/ (default: a new temporary directory)");
-  sub->add_option("--steps", d->steps, "optimizer steps")->capture_default_str();
+  d->steps_opt = sub->add_option("--steps", d->steps, "optimizer steps (--chat: 60)")->capture_default_str();
   sub->add_option("--seed", d->seed, "seed of the model, the data and the training")->capture_default_str();
+  sub->add_flag("--chat", d->chat,
+                "instead: a tiny model with the real 151,936-token vocabulary learns a few chats (real tokenizer and "
+                "template), then answers them through generate");
   return std::function<int()>([d] {
     const auto t0 = std::chrono::steady_clock::now();
     fs::path dir = d->out;
@@ -292,6 +352,7 @@ staticgrad::cli::command_registrar reg_demo{{"demo", [](CLI::App& app) {
       dir = tmpl;
     }
     fs::create_directories(dir);
+    if (d->chat) return run_demo_chat(*d, dir, t0);
     train::demo_task task;
     task.seed = d->seed;
     train::write_demo_checkpoint(dir / "model", task);

@@ -4,6 +4,7 @@
 // (finetune_cuda.cu, compiled by nvcc only when STATICGRAD_CUDA is ON; nvcc
 // cannot include the CPU model headers, so only this plain struct crosses).
 #include <string>
+#include <vector>
 
 #include "staticgrad/train/train_options.hpp"
 
@@ -11,7 +12,7 @@ namespace staticgrad::cli {
 
 struct finetune_request {
   std::string model;      // Hugging Face checkpoint directory
-  std::string data;       // JSONL training data
+  std::vector<std::string> data;  // JSONL training data files
   std::string tokenizer;  // for text lines
   train::train_options train;
 };

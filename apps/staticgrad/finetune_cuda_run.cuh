@@ -40,7 +40,7 @@ int run_finetune_plan(const finetune_request& r) {
   using namespace finetune_detail;
   const std::string label = std::string(Model::name) + " block, CUDA plan";
   auto tok = io::tokenizer::from_file(r.tokenizer);
-  train::cuda_trainer<Model> tr(r.model, tok, {r.data}, r.train);
+  train::cuda_trainer<Model> tr(r.model, tok, r.data, r.train);
   const auto& cfg = tr.config();
   if (r.train.log)
     *r.train.log << strf("finetune: %s (%s, %lld layers, vocab %lld) on CUDA, LoRA r %lld alpha %g on %zu modules, "

@@ -115,7 +115,8 @@ TEST_CASE("bad lines: each error names file, line and field") {
   for (auto [line, field] : std::vector<bad>{
            {R"({"text": "unterminated)", "(json)"},
            {R"(["a", "list"])", "(json)"},
-           {R"({"prompt": "unknown shape"})", "(record)"},
+           {R"({"query": "unknown shape"})", "(record)"},
+           {R"({"prompt": "no completion"})", "completion"},
            {R"({"text": 42})", "text"},
            {R"({"messages": "hi"})", "messages"},
            {R"({"messages": []})", "messages"},

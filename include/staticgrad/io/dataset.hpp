@@ -26,7 +26,9 @@
 // and the seed (std::mt19937_64, whose sequence the C++ standard fixes).
 #include <algorithm>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <string_view>
@@ -36,6 +38,7 @@
 
 #include "staticgrad/core/error.hpp"
 #include "staticgrad/io/bounds.hpp"
+#include "staticgrad/io/dataset_shapes.hpp"
 #include "staticgrad/io/jsonl.hpp"
 #include "staticgrad/io/tokenizer.hpp"
 
@@ -51,6 +54,9 @@ struct data_options {
   std::size_t rows = 8;        // rows per batch
   row_layout layout = row_layout::pack;
   overflow_policy overflow = overflow_policy::truncate;  // examples longer than max_len
+  // {"text"} documents longer than max_len become several examples of at
+  // most max_len tokens (shapes::windows) instead of following `overflow`.
+  bool split_long_text = true;
   std::uint64_t seed = 0;
   // Examples held for shuffling; <= 1 keeps file order. Each new example
   // swaps with a random one of the buffer, which leaves; at the end the rest
@@ -73,6 +79,9 @@ struct data_stats {
   std::size_t truncated = 0;          // longer than max_len, cut to max_len
   std::size_t dropped_too_long = 0;   // longer than max_len, dropped (overflow = drop)
   std::size_t dropped_no_targets = 0; // no label left to train on (e.g. truncated away)
+  std::size_t truncated_no_targets = 0; // of those: truncation removed every trained token
+  std::size_t split_documents = 0;    // text documents longer than max_len split into windows
+  std::size_t windows = 0;            // examples those documents became
   std::size_t examples_used = 0;      // examples placed in rows
   std::size_t tokens = 0;             // example tokens placed in rows (pads not counted)
   std::size_t trained_tokens = 0;     // labels != -100 placed in rows
@@ -88,6 +97,9 @@ inline nlohmann::json stats_json(const data_stats& s) {
           {"truncated", s.truncated},
           {"dropped_too_long", s.dropped_too_long},
           {"dropped_no_targets", s.dropped_no_targets},
+          {"truncated_no_targets", s.truncated_no_targets},
+          {"split_documents", s.split_documents},
+          {"windows", s.windows},
           {"examples_used", s.examples_used},
           {"tokens", s.tokens},
           {"trained_tokens", s.trained_tokens},
@@ -99,6 +111,7 @@ inline nlohmann::json stats_json(const data_stats& s) {
 struct example {
   std::vector<std::int32_t> input_ids;
   std::vector<std::int32_t> labels;  // same length; -100 = not trained on
+  bool document = false;             // a {"text"} line: may be split into windows
 };
 
 struct batch {
@@ -139,38 +152,21 @@ inline void encode_checked(const tokenizer& tok, std::string_view text, std::vec
 // inference); a token is trained when its bytes overlap a trained range.
 struct chat_turn {
   std::string role, content;
+  std::optional<bool> trained;  // default: assistant turns are
 };
 
 inline example render_chat(const tokenizer& tok, const std::vector<chat_turn>& turns, const data_options& o,
-                           const line_ctx& c) {
-  std::string s;
-  std::vector<std::pair<std::size_t, std::size_t>> trained;
+                           const line_ctx& c, const char* field = "messages") {
+  std::vector<shapes::segment> segs;
   auto add = [&](const std::string& role, const std::string& content, bool train) {
-    s += "<|im_start|>";
-    s += role;
-    s += '\n';
-    std::size_t b = s.size();
-    s += content;
-    s += "<|im_end|>";
-    if (train) trained.emplace_back(b, s.size());
-    s += '\n';
+    segs.push_back({"<|im_start|>" + role + "\n", false});
+    segs.push_back({content + "<|im_end|>", train});
+    segs.push_back({"\n", false});
   };
   if (turns.empty() || turns.front().role != "system") add("system", o.default_system, false);
-  for (const auto& t : turns) add(t.role, t.content, t.role == "assistant");
+  for (const auto& t : turns) add(t.role, t.content, t.trained.value_or(t.role == "assistant"));
   example ex;
-  std::vector<token_span> spans;
-  encode_checked(tok, s, ex.input_ids, &spans, "messages", c);
-  ex.labels.assign(ex.input_ids.size(), ignore_index);
-  std::size_t r = 0;
-  for (std::size_t i = 0; i < spans.size(); ++i) {
-    while (r < trained.size() && trained[r].second <= spans[i].begin) ++r;
-    if (r == trained.size()) break;
-    // spans[i].begin < trained[r].second here; a token inside one NFC-composed
-    // character may have begin == end.
-    const auto& tr = trained[r];
-    if (spans[i].end > tr.first || (spans[i].begin == spans[i].end && spans[i].begin >= tr.first))
-      ex.labels[i] = ex.input_ids[i];
-  }
+  shapes::encode_segments(tok, segs, ex.input_ids, ex.labels, c.at(field));
   return ex;
 }
 
@@ -239,6 +235,23 @@ inline example parse_example(const nlohmann::json& j, const tokenizer& tok, cons
     }
     require(has_assistant, "no assistant message: nothing to train on", c.at("messages"));
     ex = detail::render_chat(tok, turns, o, c);
+  } else if (j.contains("conversations")) {  // ShareGPT (dataset_shapes.hpp)
+    std::vector<detail::chat_turn> turns;
+    for (auto& t : shapes::sharegpt_turns(j, file, line)) turns.push_back({t.role, t.content, t.trained});
+    ex = detail::render_chat(tok, turns, o, c, "conversations");
+  } else if (j.contains("prompt") || j.contains("completion")) {  // dataset_shapes.hpp
+    auto pc = shapes::parse_prompt_completion(j, file, line);
+    if (pc.turns.empty()) {
+      std::int32_t eos = tok.token_to_id("<|endoftext|>");
+      require(eos >= 0, "the tokenizer has no <|endoftext|> to end the completion with", c.at("completion"));
+      shapes::encode_segments(tok, pc.text, ex.input_ids, ex.labels, c.at("prompt"));
+      ex.input_ids.push_back(eos);
+      ex.labels.push_back(eos);
+    } else {
+      std::vector<detail::chat_turn> turns;
+      for (auto& t : pc.turns) turns.push_back({t.role, t.content, t.trained});
+      ex = detail::render_chat(tok, turns, o, c, "prompt");
+    }
   } else if (j.contains("instruction") || j.contains("output")) {
     const auto& instruction = detail::get_string(j, "instruction", "instruction", c);
     const auto& output = detail::get_string(j, "output", "output", c);
@@ -257,8 +270,10 @@ inline example parse_example(const nlohmann::json& j, const tokenizer& tok, cons
       ex.input_ids.push_back(eos);
     }
     ex.labels = ex.input_ids;
+    ex.document = true;
   } else {
-    throw error("unknown example shape: expected a field text, messages, instruction/output or input_ids",
+    throw error("unknown example shape: expected a field text, messages, conversations, prompt/completion, "
+                "instruction/output or input_ids",
                 c.at("(record)"));
   }
   if (!ex.labels.empty()) ex.labels[0] = ignore_index;
@@ -331,6 +346,11 @@ class data_loader {
   bool read_example(example& ex) {
     std::string line;
     for (;;) {
+      if (!windows_.empty()) {  // the rest of a split document
+        ex = std::move(windows_.front());
+        windows_.pop_front();
+        return true;
+      }
       if (!reader_) {
         if (file_index_ == files_.size()) return false;
         reader_ = std::make_unique<line_reader>(files_[file_index_++]);
@@ -350,6 +370,19 @@ class data_loader {
         continue;
       }
       ++stats_.examples_read;
+      if (ex.document && o_.split_long_text && ex.input_ids.size() > o_.max_len) {
+        for (auto [b, e] : shapes::windows(ex.input_ids.size(), o_.max_len)) {
+          example w;
+          w.input_ids.assign(ex.input_ids.begin() + std::ptrdiff_t(b), ex.input_ids.begin() + std::ptrdiff_t(e));
+          w.labels.assign(ex.labels.begin() + std::ptrdiff_t(b), ex.labels.begin() + std::ptrdiff_t(e));
+          w.labels[0] = ignore_index;
+          windows_.push_back(std::move(w));
+        }
+        ++stats_.split_documents;
+        stats_.windows += windows_.size();
+        continue;
+      }
+      const bool had_targets = std::any_of(ex.labels.begin(), ex.labels.end(), [](std::int32_t l) { return l != ignore_index; });
       if (ex.input_ids.size() > o_.max_len) {
         if (o_.overflow == overflow_policy::drop) {
           ++stats_.dropped_too_long;
@@ -361,6 +394,7 @@ class data_loader {
       }
       if (std::none_of(ex.labels.begin(), ex.labels.end(), [](std::int32_t l) { return l != ignore_index; })) {
         ++stats_.dropped_no_targets;
+        if (had_targets) ++stats_.truncated_no_targets;
         continue;
       }
       return true;
@@ -464,6 +498,7 @@ class data_loader {
   std::mt19937_64 rng_;
   std::size_t file_index_ = 0;
   std::unique_ptr<line_reader> reader_;
+  std::deque<example> windows_;  // windows of a split document not yet returned
   bool source_done_ = false;
   bool flushed_ = false;
   std::vector<example> buffer_;

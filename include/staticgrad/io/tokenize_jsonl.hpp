@@ -101,8 +101,12 @@ inline void show_dataset(const tokenizer& tok, line_reader& in, std::ostream& ou
     if (is_blank(line)) continue;
     auto j = parse_json_line(line, in.path(), in.line_no());
     auto ex = parse_example(j, tok, o, in.path(), in.line_no());
-    const char* shape = j.contains("input_ids") ? "input_ids" : j.contains("messages") ? "messages"
-                        : j.contains("text") && !j.contains("output") ? "text" : "instruction";
+    const char* shape = j.contains("input_ids")       ? "input_ids"
+                        : j.contains("messages")      ? "messages"
+                        : j.contains("conversations") ? "sharegpt"
+                        : j.contains("prompt") || j.contains("completion") ? "prompt/completion"
+                        : j.contains("text") && !j.contains("output")      ? "text"
+                                                                           : "instruction";
     std::size_t trained = 0;
     for (auto l : ex.labels) trained += l != ignore_index;
     out << "line " << in.line_no() << " (" << shape << "): " << ex.input_ids.size() << " tokens, " << trained

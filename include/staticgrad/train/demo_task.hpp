@@ -45,6 +45,7 @@ struct demo_task {
   std::int64_t lines = 256;   // training sequences
   std::int64_t length = 32;   // tokens per sequence
   std::uint64_t seed = 0;
+  double head_std = 0.1;      // std of the embedding and lm_head weights (see above)
 };
 
 // Independent streams for the weights and the data from one seed.
@@ -91,7 +92,7 @@ inline void write_demo_checkpoint(const std::filesystem::path& dir, const demo_t
     std::int64_t n = 1;
     for (auto s : shape) n *= s;
     std::vector<float> v(static_cast<std::size_t>(n));
-    for (float& x : v) x = kind == 0 ? float(0.02 * normal01(g)) : kind == 1 ? 1.f : kind == 3 ? float(0.1 * normal01(g)) : 0.f;
+    for (float& x : v) x = kind == 0 ? float(0.02 * normal01(g)) : kind == 1 ? 1.f : kind == 3 ? float(d.head_std * normal01(g)) : 0.f;
     store.push_back(std::move(v));
     ts.push_back(io::f32_tensor(name, std::move(shape), store.back()));
   };

@@ -34,6 +34,7 @@ struct train_options {
   std::size_t shuffle_buffer = 4096;
   bool skip_bad_lines = false;      // skip and count malformed data lines instead of failing
   bool drop_long = false;           // drop examples longer than max_len instead of truncating them
+  bool truncate_text = false;       // {"text"} documents: truncate (like other shapes) instead of splitting into windows
   std::filesystem::path out;        // adapter directory written at the end (empty: not written)
   std::int64_t save_every = 0;      // > 0: also write out/checkpoint-<step> every that many steps
   std::ostream* log = &std::cout;   // progress lines; nullptr = quiet

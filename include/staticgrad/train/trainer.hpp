@@ -124,6 +124,7 @@ class trainer {
     d.shuffle_buffer = o_.shuffle_buffer;
     d.skip_bad_lines = o_.skip_bad_lines;
     d.overflow = o_.drop_long ? io::overflow_policy::drop : io::overflow_policy::truncate;
+    d.split_long_text = !o_.truncate_text;
     loader_ = std::make_unique<io::data_loader>(files_, tok_, d);
   }
 
