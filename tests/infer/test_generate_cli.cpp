@@ -12,6 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "support/run_tool.hpp"
+
 namespace fs = std::filesystem;
 
 namespace {
@@ -19,22 +21,10 @@ namespace {
 const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
 const fs::path fixtures = fs::path(STATICGRAD_SOURCE_DIR) / "tests" / "fixtures";
 
-struct run_result {
-  int rc = 0;
-  std::string out;  // stdout only
-};
+using staticgrad::test::run_result;
 
-run_result run(const std::string& args) {
-  run_result r;
-  FILE* p = ::popen((tool + " " + args + " 2>/dev/null").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+// stdout
+run_result run(const std::string& args) { return staticgrad::test::run_command(tool + " " + args + " 2>/dev/null"); }
 
 std::string run_stderr(const std::string& args) {
   std::string out;

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fixtures/hf/hf_fixture.hpp"
+#include "support/run_tool.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 
 namespace fs = std::filesystem;
@@ -25,22 +26,10 @@ using sgtest::rel_err;
 
 const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
 
-struct run_result {
-  int rc = 0;
-  std::string out;  // stdout and stderr
-};
+using staticgrad::test::run_result;
 
-run_result run(const std::string& args) {
-  run_result r;
-  FILE* p = ::popen((tool + " " + args + " 2>&1").c_str(), "r");
-  REQUIRE(p != nullptr);
-  std::array<char, 4096> buf{};
-  std::size_t n;
-  while ((n = std::fread(buf.data(), 1, buf.size(), p)) > 0) r.out.append(buf.data(), n);
-  const int st = ::pclose(p);
-  r.rc = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-  return r;
-}
+// stdout and stderr
+run_result run(const std::string& args) { return staticgrad::test::run_command(tool + " " + args + " 2>&1"); }
 
 nlohmann::json last_json_line(const std::string& s) {
   auto e = s.find_last_not_of('\n');
