@@ -24,6 +24,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <random>
 #include <string>
@@ -35,6 +36,20 @@
 namespace sc = staticgrad::cuda;
 
 namespace {
+
+// STATICGRAD_TEST_ATTN picks the kernels to test (default all), a comma list
+// of fwd-hopper, fwd-unpipelined, fwd-portable, bwd-hopper, bwd-portable: a
+// kernel that hangs on the device can be isolated without the others.
+bool selected(sc::attention_kernel which, bool backward) {
+  const char* env = std::getenv("STATICGRAD_TEST_ATTN");
+  if (env == nullptr || *env == 0) return true;
+  const char* name = which == sc::attention_kernel::hopper             ? "hopper"
+                     : which == sc::attention_kernel::hopper_unpipelined ? "unpipelined"
+                                                                          : "portable";
+  const std::string want = std::string(backward ? "bwd-" : "fwd-") + name;
+  const std::string list = std::string(",") + env + ",";
+  return list.find("," + want + ",") != std::string::npos;
+}
 
 float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
 
@@ -150,6 +165,7 @@ void run_case(const config& c, const std::vector<std::int64_t>& lengths, std::mt
   // the portable mma.sync one, each against the reference.
   for (const auto which : {sc::attention_kernel::hopper, sc::attention_kernel::hopper_unpipelined,
                            sc::attention_kernel::portable}) {
+    if (!selected(which, false)) continue;
     const bool fast = which == sc::attention_kernel::hopper, unpiped = which == sc::attention_kernel::hopper_unpipelined;
     const char* kname = fast ? "out" : unpiped ? "out+" : "out*";
     SG_CUDA_CHECK(cudaMemset(dout_gpu.p, 0xFF, nq * 2));  // NaN poison
@@ -164,6 +180,7 @@ void run_case(const config& c, const std::vector<std::int64_t>& lengths, std::mt
   // Backward, each kernel (the Hopper wgmma pair on sm_90, then the portable
   // one: rows marked *) twice: bitwise deterministic.
   for (const auto which : {sc::attention_kernel::hopper, sc::attention_kernel::portable}) {
+  if (!selected(which, true)) continue;
   const bool fast = which == sc::attention_kernel::hopper;
   std::vector<float> first[3];
   for (int rep = 0; rep < 2; ++rep) {
@@ -194,6 +211,7 @@ void run_case(const config& c, const std::vector<std::int64_t>& lengths, std::mt
 }  // namespace
 
 int main() {
+  std::setvbuf(stdout, nullptr, _IOLBF, 0);  // rows reach a log file even if a kernel hangs
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::printf("no CUDA device: skipped\n");
