@@ -5,7 +5,8 @@
 //  - a NaN in a PEFT adapter is refused when it is read (`loss --adapter`,
 //    `merge`), naming the adapter file and the tensor;
 //  - `merge` refuses a non-finite base weight and a merged value that
-//    overflows (W + scaling * B A), and leaves the destination as it was.
+//    overflows (W + scaling * B A), and leaves the destination as it was;
+//  - a weight stored as I32 is refused naming it, never read by value.
 // Each case is the tiny transformers fixture (tests/fixtures/hf) with one
 // value replaced; the unmodified fixture is run too, so a refusal is due to
 // the one value. Skipped (77) when the tool has not been built.
@@ -230,5 +231,26 @@ TEST_CASE("merge refuses a non-finite base weight and an overflowing merged valu
     CHECK(mentions(r.out, "model.layers.0.self_attn.q_proj.weight"));
     CHECK(mentions(r.out, "the merged weight is not finite"));
     check_destination_untouched(dir / "merged", before);
+  }
+}
+
+TEST_CASE("a weight stored as I32 is refused by loss and merge, naming it (no conversion by value)") {
+  if (!have_tool()) return;
+  const auto dir = copy_fixture("i32_weight");
+  {
+    io::safetensors_file f(sg_fixtures::hf_fixture_dir(fixture) / "model.safetensors");
+    std::vector<io::tensor_data> ts;
+    for (const auto& tv : f.tensors())
+      ts.push_back({tv.name, tv.name == base_weight ? io::st_dtype::i32 : tv.dtype, tv.shape, tv.bytes});
+    io::write_safetensors(dir / "model.safetensors", std::move(ts), f.metadata());
+  }
+  const auto d = dir.string();
+  for (const std::string cmd : {"loss --model " + d + " --data " + d + "/data.jsonl",
+                                "merge --model " + d + " --adapter " + d + "/adapter --out " + d + "/merged"}) {
+    const auto r = run(cmd);
+    INFO(cmd << "\n" << r.out);
+    CHECK(r.rc == 1);
+    CHECK(mentions(r.out, base_weight));
+    CHECK(mentions(r.out, "I32"));
   }
 }
