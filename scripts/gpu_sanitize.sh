@@ -16,7 +16,7 @@
 # fails). Logs go to $OUT (if set, else /tmp/gpu_sanitize): summary.txt and
 # one tarball of the logs of every run.
 # Environment: TOOLS (memcheck racecheck synccheck), TIMEOUT (seconds per run,
-# 300), RACECHECK_LAUNCHES (0 = every kernel launch; N checks only the first
+# 300), LEAK_CHECK (1: memcheck also reports device memory never freed; 0: not), RACECHECK_LAUNCHES (0 = every kernel launch; N checks only the first
 # N launches under racecheck, which is the slowest tool), TESTS (names).
 set -u
 B=$(realpath "${1:?usage: gpu_sanitize.sh BUNDLE}")
@@ -39,7 +39,7 @@ tests=${TESTS:-$(cd "$B/bin" && ls gpu_test_* 2>/dev/null)}
 for tool in ${TOOLS:-memcheck racecheck synccheck}; do
   extra=()
   case $tool in
-    memcheck) extra=(--leak-check full) ;;
+    memcheck) [ "${LEAK_CHECK:-1}" = 1 ] && extra=(--leak-check full) ;;
     racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES") ;;
   esac
   for t in $tests; do
