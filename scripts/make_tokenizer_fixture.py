@@ -47,6 +47,9 @@ CASES = [
     ("long_repeat", "=" * 300 + " " + "ab" * 200 + " " + " " * 100 + "x"),
     ("math_symbols", "∀x∈ℝ: x²≥0, ∑ᵢ aᵢ ≤ ∞ → √2 ≈ 1.414; α+β=γ"),
     ("control_chars", "a\x00b\x01c\x1fd\x7fe\x1cf"),
+    # Added tokens are split off the raw text before NFC: '>' + U+0338 after
+    # <|file_sep|> stays two characters (NFC of the whole text makes U+226F).
+    ("added_token_then_combining_mark", "<|file_sep|>\u0338 x<|im_end|>\u0301b <|im_end|\u0338> e\u0301<|endoftext|>"),
 ]
 
 # Characters for random strings: each class of the pre-tokenizer and the

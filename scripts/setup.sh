@@ -12,6 +12,7 @@ pkgs=(
   libfmt-dev           # formatting of explain() and error messages
   zlib1g-dev           # gzip: the vendored tokenizer.json.gz is read with zlib
   libicu-dev           # tokenizer: Unicode categories and NFC normalization
+  clang-14 libclang-rt-14-dev  # libFuzzer harnesses (tests/fuzz; -fsanitize=fuzzer needs clang's runtime)
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -8,13 +8,11 @@
 #include <memory>
 
 #include "fuzz/fuzz_util.hpp"
+#include "fuzz/qwen_tokenizer.hpp"
 #include "staticgrad/io/dataset.hpp"
 
 namespace {
-const staticgrad::io::tokenizer& qwen() {
-  static const auto tok = staticgrad::io::tokenizer::from_file(sg_fuzz::source_dir() + "/data/qwen2-tokenizer");
-  return tok;
-}
+using sg_fuzz::qwen;
 std::string scratch_file() {  // one per process, on tmpfs when there is one
   const char* dir = ::access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp";
   return std::string(dir) + "/sg_fuzz_dataset_" + std::to_string(::getpid()) + ".jsonl";

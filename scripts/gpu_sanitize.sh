@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# compute-sanitizer over the GPU tests (docs/cuda.md, "Sanitizers"): every
+# BUNDLE/bin/gpu_test_* under --tool memcheck, racecheck and synccheck.
+#
+#   bash scripts/gpu_sanitize.sh BUNDLE
+#
+# BUNDLE/bin/gpu_test_*   the GPU test binaries (built with -lineinfo, as the
+#                         default preset does, so reports name source lines)
+# BUNDLE/bin/staticgrad   optional: the tool gpu_test_finetune_cuda runs
+# BUNDLE/lib/             optional: shared libraries they need (libcudart, ...)
+# BUNDLE/compute-sanitizer/compute-sanitizer   optional: used when the machine has none
+#
+# Prints per tool per binary: the test's exit code, the errors the sanitizer
+# reports, seconds, PASS/FAIL (PASS: 0 errors and the test passed; a test
+# that exits 77, no GPU, is SKIP; one that runs past TIMEOUT is TIMEOUT and
+# fails). Logs go to $OUT (if set, else /tmp/gpu_sanitize): summary.txt and
+# one tarball of the logs of every run.
+# Environment: TOOLS (memcheck racecheck synccheck), TIMEOUT (seconds per run,
+# 300), LEAK_CHECK (1: memcheck also reports device memory never freed; 0: not), RACECHECK_LAUNCHES (0 = every kernel launch; N checks only the first
+# N launches under racecheck, which is the slowest tool), TESTS (names).
+set -u
+B=$(realpath "${1:?usage: gpu_sanitize.sh BUNDLE}")
+OUT=${OUT:-/tmp/gpu_sanitize}
+limit=${TIMEOUT:-300}
+mkdir -p "$OUT/logs"
+cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null)
+export LD_LIBRARY_PATH="$B/lib:/usr/local/cuda/lib64:${cublas:+$cublas:}${LD_LIBRARY_PATH:-}"
+cs=""
+for c in "$B/compute-sanitizer/compute-sanitizer" "$(command -v compute-sanitizer)" \
+         /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer; do
+  [ -n "$c" ] && [ -x "$c" ] && { cs=$c; break; }
+done
+[ -n "$cs" ] || { echo "compute-sanitizer not found (put it in $B/compute-sanitizer/)"; exit 1; }
+: > "$OUT/summary.txt"
+{ echo "compute-sanitizer: $cs ($("$cs" --version | grep -o 'Version .*' | head -n 1))"
+  nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } 2>&1 | tee -a "$OUT/summary.txt"
+status=0
+tests=${TESTS:-$(cd "$B/bin" && ls gpu_test_* 2>/dev/null)}
+for tool in ${TOOLS:-memcheck racecheck synccheck}; do
+  extra=()
+  case $tool in
+    memcheck) [ "${LEAK_CHECK:-1}" = 1 ] && extra=(--leak-check full) ;;
+    racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES") ;;
+  esac
+  for t in $tests; do
+    args=()
+    [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
+    log="$OUT/logs/${tool}_$t.log"
+    t0=$SECONDS
+    timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
+    rc=$?
+    secs=$((SECONDS - t0))
+    # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
+    errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -n 1)
+    hazards=$(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazard' "$log" | grep -oE '[0-9]+' | tail -n 1)
+    errors=${errors:-?}
+    [ -n "$hazards" ] && errors="$errors (hazards $hazards)"
+    if [ $rc -eq 124 ]; then verdict=TIMEOUT
+    elif [ $rc -eq 77 ] || grep -q 'no CUDA device: skipping' "$log"; then verdict=SKIP
+    elif [ $rc -eq 0 ] && [ "${errors%% *}" = 0 ] && [ "${hazards:-0}" = 0 ]; then verdict=PASS
+    else verdict=FAIL
+    fi
+    [ "$verdict" = PASS ] || [ "$verdict" = SKIP ] || status=1
+    printf '%-10s %-26s rc %-3d errors %-18s %5d s  %s\n' "$tool" "$t" "$rc" "$errors" "$secs" "$verdict" \
+      | tee -a "$OUT/summary.txt"
+  done
+done
+tar czf "$OUT/gpu_sanitize_logs.tar.gz" -C "$OUT" logs && rm -rf "$OUT/logs"
+exit $status
