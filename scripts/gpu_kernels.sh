@@ -31,10 +31,17 @@ step() {  # name, timeout, binary, args...
   return $rc
 }
 # A kernel that hangs (timeout rc 124) skips the steps that would run it again.
-step test_attention 30 gpu_test_attention; attn_rc=$?
+# The attention forward is benchmarked in any case (bench_attention/fwd_*, its
+# kernels never hung); the backward entries only once test_attention passed.
+# scripts/gpu_attention.sh tests each attention kernel alone.
+step test_attention 40 gpu_test_attention; attn_rc=$?
 step test_token_reduce 30 gpu_test_token_reduce; reduce_rc=$?
 step test_lora_gemm 30 gpu_test_lora_gemm
-[ $attn_rc = 124 ] || step bench_attention 60 bench_attention --benchmark_min_time=0.2 --benchmark_counters_tabular=true
+step bench_attention_fwd 150 bench_attention --benchmark_min_time=0.2 --benchmark_filter=/fwd_ \
+  --benchmark_counters_tabular=true
+[ $attn_rc = 0 ] || log "bench_attention_bwd: skipped (test_attention rc $attn_rc)"
+[ $attn_rc = 0 ] && step bench_attention_bwd 150 bench_attention --benchmark_min_time=0.2 --benchmark_filter=/bwd_ \
+  --benchmark_counters_tabular=true
 [ $reduce_rc = 124 ] || STATICGRAD_TOKEN_REDUCE=1 step bench_lora_gemm 60 bench_lora_gemm --benchmark_min_time=0.05
 # The Hopper kernels' SASS: HGMMA (wgmma) and UTMALDG (TMA) must be there.
 if command -v cuobjdump > /dev/null; then

@@ -69,9 +69,12 @@ struct attention_dkdv_sm90_traits {
   static constexpr int smem_bytes = 1024 + tiles_bytes + barrier_bytes;
   static_assert(smem_bytes <= 227 * 1024, "the stages must fit in one SM's 227 KiB of shared memory");
   static constexpr int loaders = block_m;  // producer threads copying lse and D
-  static constexpr int producer_regs = 32, consumer_regs = 240;
-  static_assert(128 * producer_regs + 128 * consumers * consumer_regs <= 65536,
-                "the warp groups' register budgets must fit the SM's 64 K registers");
+  // 24 + 2 x 240 = 3 x 168, the whole pool (32 here was the device hang: see
+  // launch_regs in sm90.cuh). ptxas fits the producer's code into 24 or fails.
+  static constexpr int producer_regs = 24, consumer_regs = 240;
+  static_assert(fits_register_pool(threads, producer_regs, consumers, consumer_regs),
+                "the warp groups' setmaxnreg split must fit the CTA's register pool (threads x launch_regs), "
+                "or the consumers' setmaxnreg.inc waits forever");
 };
 
 template <int HeadDim>
@@ -91,8 +94,9 @@ struct attention_dq_sm90_traits {
   static constexpr int smem_bytes = 1024 + tiles_bytes + barrier_bytes;
   static_assert(smem_bytes <= 227 * 1024, "the stages must fit in one SM's 227 KiB of shared memory");
   static constexpr int producer_regs = 24, consumer_regs = 240;
-  static_assert(128 * producer_regs + 128 * consumers * consumer_regs <= 65536,
-                "the warp groups' register budgets must fit the SM's 64 K registers");
+  static_assert(fits_register_pool(threads, producer_regs, consumers, consumer_regs),
+                "the warp groups' setmaxnreg split must fit the CTA's register pool (threads x launch_regs), "
+                "or the consumers' setmaxnreg.inc waits forever");
 };
 
 // ---- dk / dv -------------------------------------------------------------------------
@@ -459,6 +463,7 @@ void attention_backward_sm90(const __nv_bfloat16* q, const __nv_bfloat16* k, con
     const CUtensorMap km = bf16_panel_map(k, T, kcols, Tr::block_n);
     const CUtensorMap vm = bf16_panel_map(v, T, kcols, Tr::block_n);
     const auto kernel = attention_dkdv_sm90_kernel<Tr>;
+    check_launch_registers<Tr, attention_dkdv_sm90_kernel<Tr>>("the Hopper dk/dv backward");
     SG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::smem_bytes));
     const dim3 grid(static_cast<unsigned>(p.tokens / Tr::block_n + p.nseq), static_cast<unsigned>(p.kv_heads));
     kernel<<<grid, Tr::threads, Tr::smem_bytes, stream>>>(qm, km, vm, dom, p);
@@ -471,6 +476,7 @@ void attention_backward_sm90(const __nv_bfloat16* q, const __nv_bfloat16* k, con
     const CUtensorMap km = bf16_panel_map(k, T, kcols, Tr::block_n);
     const CUtensorMap vm = bf16_panel_map(v, T, kcols, Tr::block_n);
     const auto kernel = attention_dq_sm90_kernel<Tr>;
+    check_launch_registers<Tr, attention_dq_sm90_kernel<Tr>>("the Hopper dq backward");
     SG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::smem_bytes));
     const dim3 grid(static_cast<unsigned>(p.tokens / Tr::block_m + p.nseq), static_cast<unsigned>(p.heads));
     kernel<<<grid, Tr::threads, Tr::smem_bytes, stream>>>(qm, km, vm, dom, p);

@@ -68,8 +68,9 @@ struct attention_fwd_sm90_traits {
   static constexpr int smem_bytes = 1024 /* alignment slack */ + tiles_bytes + barrier_bytes;
   static_assert(smem_bytes <= 227 * 1024, "the stages must fit in one SM's 227 KiB of shared memory");
   static constexpr int producer_regs = 24, consumer_regs = 240;
-  static_assert(128 * producer_regs + 128 * consumers * consumer_regs <= 65536,
-                "the warp groups' register budgets must fit the SM's 64 K registers");
+  static_assert(fits_register_pool(threads, producer_regs, consumers, consumer_regs),
+                "the warp groups' setmaxnreg split must fit the CTA's register pool (threads x launch_regs), "
+                "or the consumers' setmaxnreg.inc waits forever");
 };
 
 struct fwd_sm90_params {
@@ -405,6 +406,26 @@ inline CUtensorMap bf16_panel_map(const void* base, std::uint64_t rows, std::uin
   return m;
 }
 
+// The premise of every setmaxnreg split (sm90.cuh, launch_regs): ptxas gave
+// the kernel enough registers a thread that the CTA's pool, threads x that,
+// covers the split. Fewer (another ptxas, another cap) would leave the
+// consumers' setmaxnreg.inc waiting forever, so refuse to launch instead.
+// Checked once per kernel.
+template <class Tr, auto Kernel>
+void check_launch_registers(const char* kernel_name) {
+  static const int regs = [] {
+    cudaFuncAttributes a{};
+    SG_CUDA_CHECK(cudaFuncGetAttributes(&a, Kernel));
+    return a.numRegs;
+  }();
+  const int need = 128 * Tr::producer_regs + 128 * Tr::consumers * Tr::consumer_regs;
+  if (regs * Tr::threads < need)
+    throw error(std::string("cuda attention: ") + kernel_name + " was built with " + std::to_string(regs) +
+                " registers a thread; its setmaxnreg split needs " + std::to_string(need) + " for " +
+                std::to_string(Tr::threads) + " threads (" + std::to_string(launch_regs(Tr::threads)) +
+                " a thread expected): launching it would hang");
+}
+
 // True when the current device runs sm_90a code (compute capability 9.0).
 inline bool device_is_sm90() {
   int dev = 0, major = 0, minor = 0;
@@ -425,6 +446,8 @@ void attention_forward_sm90(const __nv_bfloat16* q, const __nv_bfloat16* k, cons
   const CUtensorMap km = bf16_panel_map(k, T, static_cast<std::uint64_t>(p.kv_heads) * D, Tr::block_n);
   const CUtensorMap vm = bf16_panel_map(v, T, static_cast<std::uint64_t>(p.kv_heads) * D, Tr::block_n);
   const auto kernel = pipelined ? attention_fwd_sm90_kernel<Tr, true> : attention_fwd_sm90_kernel<Tr, false>;
+  if (pipelined) check_launch_registers<Tr, attention_fwd_sm90_kernel<Tr, true>>("the Hopper forward (pipelined)");
+  else check_launch_registers<Tr, attention_fwd_sm90_kernel<Tr, false>>("the Hopper forward");
   SG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Tr::smem_bytes));
   const dim3 grid(static_cast<unsigned>(p.tokens / Tr::block_m + p.nseq), static_cast<unsigned>(p.heads));
   kernel<<<grid, Tr::threads, Tr::smem_bytes, stream>>>(qm, km, vm, p);

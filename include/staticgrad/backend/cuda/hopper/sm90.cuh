@@ -78,8 +78,27 @@ __device__ __forceinline__ void tma_prefetch_map(const CUtensorMap* map) {
 
 // ---- warp-group roles ------------------------------------------------------------
 
+// Registers every thread holds at launch under __launch_bounds__(threads, 1):
+// ptxas gives a kernel that uses setmaxnreg the most it may, 65536 / threads
+// rounded down to the allocation unit of 8 (168 at 384 threads). That is the
+// CTA's whole register pool: setmaxnreg.dec gives registers back to it and
+// setmaxnreg.inc takes them from it, BLOCKING until the pool holds enough
+// (PTX ISA, setmaxnreg). A split that asks for more than threads x this, such
+// as 128 x 32 + 256 x 240 = 65536 > 384 x 168 = 64512, leaves one consumer
+// warp waiting in setmaxnreg.inc forever: the kernel hangs. Each kernel's
+// traits static_assert its split with fits_register_pool; the launchers check
+// ptxas's count at run time (check_launch_registers in attention_fwd_sm90.cuh).
+constexpr int launch_regs(int threads) { return 65536 / threads / 8 * 8; }
+constexpr bool fits_register_pool(int threads, int producer_regs, int consumer_warp_groups, int consumer_regs) {
+  return 128 * producer_regs + 128 * consumer_warp_groups * consumer_regs <= threads * launch_regs(threads) &&
+         producer_regs >= 24 && producer_regs % 8 == 0 && consumer_regs % 8 == 0 && consumer_regs <= 256;
+}
+static_assert(launch_regs(384) == 168 && fits_register_pool(384, 24, 2, 240) && !fits_register_pool(384, 32, 2, 240),
+              "1 producer + 2 consumer warp groups: 24 + 2 x 240 fills the 168-register pool; 32 + 2 x 240 would hang");
+
 // Register budget per thread of the calling warp group (setmaxnreg; takes
-// effect because the kernels have a register cap at entry).
+// effect because the kernels have a register cap at entry). The split must
+// fit the CTA's pool (fits_register_pool above) or regs_claim never returns.
 template <int Regs>
 __device__ __forceinline__ void regs_release() {
   asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(Regs));
