@@ -25,7 +25,9 @@
 // plan_memory() enumerates every (k, n), keeps those whose bytes (the
 // caller's exact allocation formula for that policy) fit the budget, and picks
 // the fastest; ties go to the one that uses less memory.
+#include <algorithm>
 #include <array>
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -111,6 +113,66 @@ constexpr double saved_bytes_per_token(const schedule<N>& s, int r, int layers, 
                       act_bytes * r * s.saved_rank_width;
   const int arenas = layers - p.block_layers + (p.block_layers > 0 ? 1 : 0);
   return arenas * keep + act_bytes * (s.saved_act_width - s.keep_act_width[p.tier]);
+}
+
+// The device bytes of one CUDA model step (backend/cuda/model_step.cuh
+// allocates exactly these, and predict_bytes() adds its batch arrays): the
+// block plan's arenas for `layers` layers under a policy, the head and
+// embedding plans, the frozen weights (bf16), the LoRA state (f32 p, g, m, v
+// and bf16 copies, each tensor padded to 128 elements), the residual stream
+// x_0 .. x_L and its gradient, the LM-head chunk (C x V logits f32 + their
+// gradient bf16) and the kernel workspaces (cuBLASLt's, attention backward's).
+// Arenas use the token stride Tp = T rounded up to 128.
+inline constexpr std::size_t cublaslt_workspace_bytes = std::size_t{32} << 20;  // = cuda::kLoraWorkspaceBytes
+
+struct step_layout {
+  std::int64_t tokens = 0;
+  int layers = 0;
+  std::int64_t vocab = 0;
+  bool tied = true;
+  int rank = 16;
+  std::int64_t ce_chunk = 2048;
+};
+
+struct step_bytes {
+  double weights = 0, lora = 0, residual = 0, saved = 0, workspace = 0, lm_head_chunk = 0, kernel_workspaces = 0;
+  double total() const { return weights + lora + residual + saved + workspace + lm_head_chunk + kernel_workspaces; }
+};
+
+constexpr std::int64_t stride_of(std::int64_t T) { return (T + 127) / 128 * 128; }
+
+template <int NB, int NH, int NE>
+constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>& head, const schedule<NE>& emb,
+                                     const step_layout& a, const memory_policy& p) {
+  step_bytes b;
+  const double L = a.layers, V = double(a.vocab), r = a.rank, T = double(a.tokens), Tp = double(stride_of(a.tokens));
+  auto pad = [](double n) { return double((static_cast<std::int64_t>(n) + 127) / 128 * 128); };
+  int H = 0;
+  for (int x = 0; x < blk.n_externals; ++x)
+    if (blk.externals[x].kind == external_kind::input) H = blk.externals[x].width;
+  double lora_elems = 0;
+  for (int i = 0; i < blk.n_params; ++i) {
+    const auto& ps = blk.params[i];
+    if (ps.kind == op_kind::lora_adapter) lora_elems += pad(r * ps.cols) + pad(double(ps.rows) * r);
+    else b.weights += L * 2 * double(ps.rows) * ps.cols;
+  }
+  b.weights += (a.tied ? 1 : 2) * V * H * 2 + 2.0 * H;
+  b.lora = L * lora_elems * (4 * 4 + 2);
+  b.residual = (L + 1) * T * H * 2 + T * H * 2;
+  auto arena = [&](const auto& s) {
+    return Tp * (2.0 * s.saved_act_width + 4.0 * s.saved_stat_width + 2.0 * r * s.saved_rank_width);
+  };
+  auto work = [&](const auto& s) {
+    return Tp * (2.0 * s.workspace_width + 2.0 * r * s.tmp_rank_width + 2.0 * s.tmp_act_width + 4.0 * s.tmp_stat_width);
+  };
+  b.saved = Tp * saved_bytes_per_token(blk, a.rank, a.layers, p) + arena(head) + arena(emb);
+  b.workspace = work(blk) + work(head) + work(emb);
+  const double C = double(std::min<std::int64_t>((std::max<std::int64_t>(a.ce_chunk, 1) + 127) / 128 * 128, stride_of(a.tokens)));
+  b.lm_head_chunk = C * V * (4 + 2);
+  int heads = 0;
+  for (int i = 0; i < blk.n_fwd; ++i) heads = heads > blk.fwd[i].heads ? heads : blk.fwd[i].heads;
+  b.kernel_workspaces = 3.0 * double(cublaslt_workspace_bytes) + Tp * heads * 4;
+  return b;
 }
 
 struct memory_choice {
