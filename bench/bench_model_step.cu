@@ -17,7 +17,13 @@
 // this is the peak; it includes the CUDA context and cuBLASLt).
 //
 //   bench_model_step                 both models, 10 timed steps each
-//   bench_model_step 1.5b 20 4096    one model, 20 steps, LM-head chunk 4096
+//   bench_model_step 1.5b --steps 20 --chunk 4096
+//   bench_model_step 1.5b --memory-budget 24      the fastest plan that fits 24 GiB (graph/memory_plan.hpp)
+//   bench_model_step 1.5b --memory-budget free    ... that fits the free device memory less 1 GiB
+//   bench_model_step 1.5b --policy 3,10           recompute tier 3, 10 whole-block layers (explicit)
+//   bench_model_step 1.5b --seqs 1 --seq-len 32768 --memory-budget free   long context
+// With a budget or policy the chosen plan, its predicted peak and predicted
+// slowdown are printed, and the measured device use beside the prediction.
 // Exit code: 0, 1 on an error, 77 without a device.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
@@ -41,7 +47,13 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-constexpr int kSeqLen = 2048, kRank = 16;
+constexpr int kRank = 16;
+
+// The memory request of a run: none (keep everything), a budget, or a policy.
+struct memory_request {
+  double budget_gib = -1;  // > 0: a budget; 0: free memory less 1 GiB; < 0: none
+  int tier = -1, blocks = 0;  // tier >= 0: an explicit policy
+};
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 // Deterministic uniform values with standard deviation `std` around `mean`.
@@ -67,10 +79,13 @@ struct result {
   int seqs = 0;
   double step_ms = 0, tok_s = 0, alloc_gib = 0, predicted_gib = 0, used_gib = 0, first_loss = 0, last_loss = 0, host_us = 0;
   double ph[4] = {0, 0, 0, 0};
+  std::string plan;
+  double slowdown = 1, delta_gib = 0;
 };
 
 template <class Plan>
-result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kSeqs, int steps, std::int64_t chunk) {
+result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kSeqs, int kSeqLen, int steps,
+           std::int64_t chunk, const memory_request& mem) {
   const int kT = kSeqs * kSeqLen;
   result res;
   res.model = label;
@@ -80,6 +95,22 @@ result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kS
     sc::model_options o;
     o.layers = layers, o.vocab = kVocab, o.tied = tied, o.rank = kRank, o.lora_scaling = 32.0f / kRank;
     o.eps = 1e-6f, o.rope_theta = 1e6f, o.ce_chunk = chunk;
+    using M = sc::model_step<Plan>;
+    if (mem.tier >= 0) {
+      o.memory = {mem.tier, mem.blocks};
+      res.slowdown = M::evaluate_memory(kT, kSeqLen, o).slowdown();
+    }
+    if (mem.budget_gib >= 0) {
+      const double budget = mem.budget_gib > 0 ? mem.budget_gib * kGiB : M::default_budget();
+      const auto c = M::choose_memory(kT, kSeqLen, o, budget);
+      std::printf("%s: memory budget %.2f GiB -> %s\n  predicted peak %.3f GiB, predicted slowdown %.3fx%s\n", label,
+                  budget / kGiB, M::memory_text(c.policy, layers).c_str(), c.bytes / kGiB, c.slowdown(),
+                  c.fits ? "" : " (NOTHING FITS: the smallest plan is used)");
+      o.memory = c.policy;
+      res.slowdown = c.slowdown();
+    }
+    res.plan = M::memory_text(o.memory, layers) + " [tier " + std::to_string(o.memory.tier) + ", " +
+               std::to_string(o.memory.block_layers) + " block layers]";
     sc::model_step<Plan> m(kT, o);
     res.seqs = kSeqs;
     res.predicted_gib = static_cast<double>(sc::model_step<Plan>::predict_bytes(kT, o).total()) / kGiB;
@@ -138,17 +169,20 @@ result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kS
     SG_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
     res.alloc_gib = static_cast<double>(m.allocated_bytes()) / kGiB;
     res.used_gib = static_cast<double>(total - free1) / kGiB;
+    res.delta_gib = static_cast<double>(free0 - free1) / kGiB;
     std::printf("%-13s %2d layers, T = %d (%d x %d), r = %d, LM-head chunk %lld: %8.2f ms/step  %8.0f tok/s  "
                 "loss %.4f -> %.4f  grad norm %.3e\n"
                 "              phases: forward (embedding + blocks) %.2f ms, head forward + backward %.2f ms, "
                 "backward (blocks) %.2f ms, AdamW %.3f ms; host time per step %.1f us (%.3f%% of the step), "
                 "%zu CUDA graph(s)\n"
                 "              allocated by staticgrad %.3f GiB (predicted from the plans %.3f GiB), device used %.2f GiB "
-                "(before the model: %.2f GiB)\n",
+                "(before the model: %.2f GiB; the model's own: %.3f GiB = %+.2f%% of the prediction)\n"
+                "              plan: %s\n",
                 label, layers, kT, kSeqs, kSeqLen, kRank, static_cast<long long>(m.chunk_tokens()), res.step_ms,
                 res.tok_s, res.first_loss, res.last_loss, m.last_grad_norm(), ph[0], ph[1], ph[2], ph[3], res.host_us,
                 100.0 * res.host_us / (res.step_ms * 1e3), m.captured_graphs(), res.alloc_gib, res.predicted_gib,
-                res.used_gib, static_cast<double>(total - free0) / kGiB);
+                res.used_gib, static_cast<double>(total - free0) / kGiB, res.delta_gib,
+                100.0 * (res.delta_gib / res.predicted_gib - 1.0), res.plan.c_str());
     res.ok = std::isfinite(res.last_loss);
   }
   return res;
@@ -162,49 +196,70 @@ int main(int argc, char** argv) {
     std::printf("no CUDA device: skipping\n");
     return 77;
   }
-  // bench_model_step [size ...] [--seqs N] [--steps N] [--chunk N]: sizes 0.5b 1.5b 3b 7b (default 0.5b 1.5b),
-  // batch N x 2048 tokens (default 8).
+  // bench_model_step [size ...] [--seqs N] [--seq-len N] [--steps N] [--chunk N] [--memory-budget GiB|free]
+  // [--policy TIER,BLOCKS]: sizes 0.5b 1.5b 3b 7b (default 0.5b 1.5b), batch N x seq-len (default 8 x 2048).
   std::vector<std::string> sizes;
-  int seqs = 8, steps = 10;
+  int seqs = 8, steps = 10, seq_len = 2048;
   std::int64_t chunk = 2048;
+  memory_request mem;
+  const char* usage =
+      "usage: bench_model_step [0.5b|1.5b|3b|7b ...] [--seqs N] [--seq-len N] [--steps N] [--chunk N] "
+      "[--memory-budget GiB|free] [--policy TIER,BLOCKS]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
-    if ((a == "--seqs" || a == "--steps" || a == "--chunk") && i + 1 < argc) {
+    if ((a == "--seqs" || a == "--steps" || a == "--chunk" || a == "--seq-len") && i + 1 < argc) {
       const long long v = std::atoll(argv[++i]);
       if (a == "--seqs") seqs = static_cast<int>(v);
       else if (a == "--steps") steps = static_cast<int>(v);
+      else if (a == "--seq-len") seq_len = static_cast<int>(v);
       else chunk = v;
+    } else if (a == "--memory-budget" && i + 1 < argc) {
+      const std::string v = argv[++i];
+      mem.budget_gib = v == "free" ? 0.0 : std::atof(v.c_str());
+      if (v != "free" && !(mem.budget_gib > 0)) {
+        std::printf("bench_model_step: --memory-budget takes a positive number of GiB or 'free', not '%s'\n", v.c_str());
+        return 1;
+      }
+    } else if (a == "--policy" && i + 1 < argc) {
+      if (std::sscanf(argv[++i], "%d,%d", &mem.tier, &mem.blocks) != 2 || mem.tier < 0 || mem.blocks < 0) {
+        std::printf("bench_model_step: --policy takes TIER,BLOCKS (two non-negative integers), not '%s'\n", argv[i]);
+        return 1;
+      }
     } else if (a == "0.5b" || a == "1.5b" || a == "3b" || a == "7b") {
       sizes.push_back(a);
     } else {
-      std::printf("usage: bench_model_step [0.5b|1.5b|3b|7b ...] [--seqs N] [--steps N] [--chunk N]\n");
+      std::printf("%s", usage);
       return 1;
     }
   }
   if (sizes.empty()) sizes = {"0.5b", "1.5b"};
-  if (steps <= 0 || chunk <= 0 || seqs <= 0) {
-    std::printf("bench_model_step: --seqs, --steps and --chunk must be positive\n");
+  if (steps <= 0 || chunk <= 0 || seqs <= 0 || seq_len <= 0) {
+    std::printf("bench_model_step: --seqs, --seq-len, --steps and --chunk must be positive\n");
+    return 1;
+  }
+  if (mem.tier >= 0 && mem.budget_gib >= 0) {
+    std::printf("bench_model_step: give --memory-budget or --policy, not both\n");
     return 1;
   }
   std::vector<result> rs;
   try {
     // Layers, vocabulary and tying as the Hugging Face configs of the sizes.
     for (const auto& z : sizes) {
-      if (z == "0.5b") rs.push_back(run<sc::plans::qwen2_0_5b::model>("Qwen2.5-0.5B", 24, 151936, true, seqs, steps, chunk));
-      if (z == "1.5b") rs.push_back(run<sc::plans::qwen2_1_5b::model>("Qwen2.5-1.5B", 28, 151936, true, seqs, steps, chunk));
-      if (z == "3b") rs.push_back(run<sc::plans::qwen2_3b::model>("Qwen2.5-3B", 36, 151936, true, seqs, steps, chunk));
-      if (z == "7b") rs.push_back(run<sc::plans::qwen2_7b::model>("Qwen2.5-7B", 28, 152064, false, seqs, steps, chunk));
+      if (z == "0.5b") rs.push_back(run<sc::plans::qwen2_0_5b::model>("Qwen2.5-0.5B", 24, 151936, true, seqs, seq_len, steps, chunk, mem));
+      if (z == "1.5b") rs.push_back(run<sc::plans::qwen2_1_5b::model>("Qwen2.5-1.5B", 28, 151936, true, seqs, seq_len, steps, chunk, mem));
+      if (z == "3b") rs.push_back(run<sc::plans::qwen2_3b::model>("Qwen2.5-3B", 36, 151936, true, seqs, seq_len, steps, chunk, mem));
+      if (z == "7b") rs.push_back(run<sc::plans::qwen2_7b::model>("Qwen2.5-7B", 28, 152064, false, seqs, seq_len, steps, chunk, mem));
     }
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     return 1;
   }
-  std::printf("\n| model | batch | ms / step | tokens/s | forward | head | backward | AdamW | host / step | allocated (predicted) | device used |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::printf("\n| model | batch | ms / step | tokens/s | forward | head | backward | AdamW | host / step | allocated (predicted) | device used | plan (predicted slowdown) |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (const auto& r : rs)
-    std::printf("| %s | %d x 2048 | %.1f | %.0f | %.1f ms | %.1f ms | %.1f ms | %.2f ms | %.0f us (%.3f%%) | %.2f GiB (%.2f) | %.2f GiB |\n",
-                r.model.c_str(), r.seqs, r.step_ms, r.tok_s, r.ph[0], r.ph[1], r.ph[2], r.ph[3], r.host_us,
-                100.0 * r.host_us / (r.step_ms * 1e3), r.alloc_gib, r.predicted_gib, r.used_gib);
+    std::printf("| %s | %d x %d | %.1f | %.0f | %.1f ms | %.1f ms | %.1f ms | %.2f ms | %.0f us (%.3f%%) | %.2f GiB (%.2f) | %.2f GiB | %s (%.3fx) |\n",
+                r.model.c_str(), r.seqs, seq_len, r.step_ms, r.tok_s, r.ph[0], r.ph[1], r.ph[2], r.ph[3], r.host_us,
+                100.0 * r.host_us / (r.step_ms * 1e3), r.alloc_gib, r.predicted_gib, r.used_gib, r.plan.c_str(), r.slowdown);
   bool ok = true;
   for (const auto& r : rs) ok = ok && r.ok;
   return ok ? 0 : 1;

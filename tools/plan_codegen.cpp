@@ -82,11 +82,11 @@ std::string entry_text(const g::entry& e) {
       "       .buf = {}, .buf_read = {}, .buf_written = {}, .n_buf = {}, .par = {}, .n_par = {},\n"
       "       .in = {}, .out = {}, .aux = {}, .dy = {}, .dx = {}, .acc = {},\n"
       "       .weight = {}, .adapter = {}, .ids = {}, .dim_in = {}, .dim_out = {}, .heads = {}, .kv_heads = {}, .head_dim = {},\n"
-      "       .tmp_rank = {}, .tmp_act = {}, .tmp_stat = {}}}",
+      "       .tmp_rank = {}, .tmp_act = {}, .tmp_stat = {}, .recompute = {}}}",
       en("kernel_kind", e.kind), e.kernel, e.node, e.group, e.step0, e.n_steps, e.n_scratch, e.width_max,
       refs(e.buf, e.n_buf), bools(e.buf_read), bools(e.buf_written), e.n_buf, ints(e.par), e.n_par, refs(e.in, 3),
       ref(e.out), ref(e.aux), ref(e.dy), refs(e.dx, 3), bools(e.acc), e.weight, e.adapter, e.ids, e.dim_in, e.dim_out,
-      e.heads, e.kv_heads, e.head_dim, e.tmp_rank, e.tmp_act, e.tmp_stat);
+      e.heads, e.kv_heads, e.head_dim, e.tmp_rank, e.tmp_act, e.tmp_stat, e.recompute);
 }
 
 // The row-group type of entry e (operands as the schedule's ints).
@@ -132,6 +132,9 @@ std::string print_graph(const std::string& id, const std::string& title) {
     if (s.fwd[static_cast<std::size_t>(i)].kind == g::kernel_kind::row_group) add_group(s.fwd[static_cast<std::size_t>(i)], 'f', s.fwd[static_cast<std::size_t>(i)].kernel);
   for (int i = 0; i < s.n_bwd; ++i)
     if (s.bwd[static_cast<std::size_t>(i)].kind == g::kernel_kind::row_group_bwd) add_group(s.bwd[static_cast<std::size_t>(i)], 'b', s.bwd[static_cast<std::size_t>(i)].kernel);
+  // Recompute entries (forward row groups in the backward list): r<tier>.
+  for (int i = 0; i < s.n_bwd; ++i)
+    if (s.bwd[static_cast<std::size_t>(i)].kind == g::kernel_kind::row_group) add_group(s.bwd[static_cast<std::size_t>(i)], 'r', s.bwd[static_cast<std::size_t>(i)].recompute);
   o += fmt::format("}}  // namespace {}_groups\n\n", id);
 
   o += fmt::format("struct {} {{\n", id);
@@ -157,6 +160,8 @@ std::string print_graph(const std::string& id, const std::string& title) {
                    s.workspace_width, s.saved_act_width, s.saved_stat_width, s.saved_rank_width);
   o += fmt::format("      .tmp_rank_width = {}, .tmp_act_width = {}, .tmp_stat_width = {},\n", s.tmp_rank_width,
                    s.tmp_act_width, s.tmp_stat_width);
+  o += fmt::format("      .n_recompute = {}, .keep_act_width = {},\n      .recompute_names = {},\n", s.n_recompute,
+                   ints(s.keep_act_width), list(s.recompute_names, g::max_recompute, name));
   o += fmt::format("      .param_of = {},\n      .external_of = {},\n      .grad_external_of = {}}};\n", ints(s.param_of),
                    ints(s.external_of), ints(s.grad_external_of));
   int input_width = 0;
@@ -176,6 +181,10 @@ std::string print_graph(const std::string& id, const std::string& title) {
     if (s.bwd[static_cast<std::size_t>(i)].kind == g::kernel_kind::row_group_bwd)
       o += fmt::format("static_assert(spells<{0}_groups::b{1}>({0}::data, {0}::data.bwd[{2}]), \"{0} b{1}: the row-group type differs from its schedule entry\");\n",
                        id, s.bwd[static_cast<std::size_t>(i)].kernel, i);
+  for (int i = 0; i < s.n_bwd; ++i)
+    if (s.bwd[static_cast<std::size_t>(i)].kind == g::kernel_kind::row_group)
+      o += fmt::format("static_assert(spells<{0}_groups::r{1}>({0}::data, {0}::data.bwd[{2}]), \"{0} r{1}: the row-group type differs from its schedule entry\");\n",
+                       id, s.bwd[static_cast<std::size_t>(i)].recompute, i);
   return o + "\n";
 }
 

@@ -18,6 +18,7 @@
 #include <array>
 
 #include "staticgrad/graph/fusion.hpp"
+#include "staticgrad/graph/recompute.hpp"
 
 namespace staticgrad::graph {
 
@@ -55,6 +56,11 @@ struct buffer_plan {
   int saved_act_width = 0;
   int saved_stat_width = 0;
   int saved_rank_width = 0;     // in units of r
+  // Recompute tiers (recompute.hpp): with the first k candidates rebuilt in
+  // backward, a layer keeps saved act elements [0, keep_act_width[k]); the
+  // rest (the candidates, last-tier first) is one region shared by all layers.
+  int n_recompute = 0;
+  std::array<int, max_recompute + 1> keep_act_width{};
 };
 
 namespace detail {
@@ -119,7 +125,8 @@ constexpr int row_local_reuse(const backward_graph<N>& b, const fusion_plan<N>& 
 }  // namespace detail
 
 template <int N>
-constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_graph<N>& b, const fusion_plan<N>& f) {
+constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_graph<N>& b, const fusion_plan<N>& f,
+                                      const recompute_plan<N>& rc = {}) {
   buffer_plan<N> p{};
   if (t.failed()) return p;  // reported by compiled<G>
   const int F = f.n_fwd;
@@ -180,7 +187,9 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
       continue;
     }
     if (ext[v]) s.where = arena::external;
-    else if (sav[v]) {
+    else if (sav[v] && rc.tier_of(v) > 0) {
+      s.where = arena::saved_act;  // offset below: candidates go last
+    } else if (sav[v]) {
       s.where = arena::saved_act;
       s.offset = p.saved_act_width;
       p.saved_act_width += n.width;
@@ -193,6 +202,16 @@ constexpr buffer_plan<N> plan_buffers(const node_table<N>& t, const backward_gra
     }
     p.value[v] = s;
   }
+  // Recompute candidates at the end of the saved act arena, last tier first,
+  // so that the values of tiers 1..k are the arena's suffix.
+  p.n_recompute = rc.n;
+  for (int i = rc.n - 1; i >= 0; --i) {
+    const int v = rc.c[i].value;
+    p.value[v].offset = p.saved_act_width;
+    p.saved_act_width += p.value[v].width;
+  }
+  p.keep_act_width[0] = p.saved_act_width;
+  for (int i = 0; i < rc.n; ++i) p.keep_act_width[i + 1] = p.keep_act_width[i] - rc.c[i].width;
   // ---- aux outputs
   for (int v = 0; v < t.count; ++v) {
     const auto& n = t.nodes[v];

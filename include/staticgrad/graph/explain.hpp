@@ -118,6 +118,18 @@ std::string explain(const explain_options& opt = {}) {
   o += fmt::format("  total {} B/token per layer ({} B/token in the layer's saved arena, the rest kept by the caller)\n",
                    total, C::saved_bytes_per_token(r));
 
+  if (C::recompute.n > 0) {
+    o += "\nrecompute candidates (cheapest first; tier k rebuilds the first k in backward, graph/recompute.hpp)\n";
+    for (int i = 0; i < C::recompute.n; ++i) {
+      const auto& c = C::recompute.c[i];
+      o += fmt::format("  tier {}  {:<14}{:<28}saves {:>6} B/token, moves {:>6} B/token; saved@{}\n", i + 1,
+                       t.nodes[c.value].name.view(), node_label(t, c.value).view(), 2L * c.width, 2L * c.moved,
+                       p.value[c.value].offset);
+    }
+    for (int k = 1; k <= C::recompute.n; ++k)
+      o += fmt::format("  with tier {}: {} B/token kept per layer\n", k, C::saved_bytes_per_token(r, k));
+  }
+
   o += "\nbuffer plan (workspace shared by all layers; liveness over f0..b" + std::to_string(f.n_bwd - 1) + ")\n";
   auto when = [&](int k) { return k < f.n_fwd ? fmt::format("f{}", k) : fmt::format("b{}", k - f.n_fwd); };
   for (int v = 0; v < t.count; ++v)

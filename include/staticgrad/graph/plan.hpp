@@ -41,12 +41,18 @@ struct compiled {
   // True for every compiled<G> that compiles (kept for code that asserts it).
   static constexpr bool in_place_ok = violation.problem == in_place_problem::none;
   static constexpr fusion_plan<capacity> fusion = plan_fusion(table, backward);
-  static constexpr buffer_plan<capacity> buffers = plan_buffers(table, backward, fusion);
+  static constexpr recompute_plan<capacity> recompute = plan_recompute(table, backward, fusion);
+  static constexpr buffer_plan<capacity> buffers = plan_buffers(table, backward, fusion, recompute);
 
   // Bytes per token with the CUDA storage types (act bf16, stat f32), for a
   // LoRA rank r: what one layer keeps for backward, and the shared workspace.
   static constexpr long saved_bytes_per_token(int r) {
     return 2L * buffers.saved_act_width + 4L * buffers.saved_stat_width + 2L * r * buffers.saved_rank_width;
+  }
+  // The same with recompute tier k (recompute.hpp): the first k candidates are
+  // not kept per layer (they live in one region shared by all layers).
+  static constexpr long saved_bytes_per_token(int r, int tier) {
+    return saved_bytes_per_token(r) - 2L * (buffers.saved_act_width - buffers.keep_act_width[tier]);
   }
   static constexpr long workspace_bytes_per_token() { return 2L * buffers.workspace_width; }
 

@@ -129,6 +129,10 @@ struct entry {
   int tmp_rank = 0;                // bf16, units of r: LoRA dZ, an unsaved Z
   int tmp_act = 0;                 // bf16: an accumulated or unwanted attention gradient
   int tmp_stat = 0;                // f32: an unsaved attention log-sum-exp
+  // A forward row group in the backward list rebuilds a recompute candidate
+  // (recompute.hpp): it runs iff the executor's recompute tier is >= this.
+  // 0: an ordinary entry (always runs).
+  int recompute = 0;
 };
 
 template <int N>
@@ -148,6 +152,12 @@ struct schedule {
   // widest temporaries of any entry (the executor allocates one of each).
   int workspace_width = 0, saved_act_width = 0, saved_stat_width = 0, saved_rank_width = 0;
   int tmp_rank_width = 0, tmp_act_width = 0, tmp_stat_width = 0;
+  // Recompute tiers: with tier k (0 .. n_recompute), a layer keeps saved act
+  // elements [0, keep_act_width[k]) per token; [keep_act_width[k],
+  // saved_act_width) is one region shared by all layers (see recompute.hpp).
+  int n_recompute = 0;
+  std::array<int, max_recompute + 1> keep_act_width{};
+  std::array<name_buf, max_recompute> recompute_names{};  // the value of tier k + 1 ("m")
   // Lookups, by node or gradient value (-1: none).
   std::array<int, N> param_of{};        // leaf node -> parameter slot
   std::array<int, N> external_of{};     // value node -> external slot (inputs, outputs, ids, and their chains)
@@ -359,6 +369,42 @@ constexpr entry row_group_bwd(schedule<C::capacity>& s, const kernel_desc& kd) {
 
 constexpr int imax(int a, int b) { return a > b ? a : b; }
 
+constexpr bool references(const entry& e, const buffer_ref& b) {
+  for (int j = 0; j < e.n_buf; ++j)
+    if (e.buf[j].same(b) && e.buf[j].in_memory()) return true;
+  for (const auto& x : {e.in[0], e.in[1], e.in[2], e.out, e.aux, e.dy})
+    if (x.in_memory() && x.same(b)) return true;
+  return false;
+}
+
+// For each recompute candidate (tier i + 1), a one-op forward row group in the
+// backward list, just before the first backward entry that reads the value.
+template <class C>
+constexpr void add_recompute_entries(schedule<C::capacity>& s) {
+  const auto& rc = C::recompute;
+  s.n_recompute = rc.n;
+  for (int k = 0; k <= rc.n; ++k) s.keep_act_width[k] = C::buffers.keep_act_width[k];
+  for (int i = 0; i < rc.n; ++i) {
+    const int v = rc.c[i].value;
+    kernel_desc kd{.kind = kernel_kind::row_group};
+    kd.push(v);
+    entry e = row_group_fwd<C>(s, kd);
+    e.kernel = C::fusion.fwd_kernel_of[v];
+    e.group = s.n_groups++;
+    e.recompute = i + 1;
+    e.node = v;
+    s.recompute_names[i] = C::table.nodes[v].name;
+    const buffer_ref vr = value_ref<C>(s, v);
+    int at = 0;
+    while (at < s.n_bwd && !references(s.bwd[at], vr)) ++at;
+    if (at == s.n_bwd) throw "staticgrad: a recompute candidate that no backward entry reads (internal error)";
+    if (s.n_bwd >= 2 * C::capacity) throw "staticgrad: the backward schedule is full (internal error)";
+    for (int j = s.n_bwd; j > at; --j) s.bwd[j] = s.bwd[j - 1];
+    s.bwd[at] = e;
+    ++s.n_bwd;
+  }
+}
+
 template <class C>
 constexpr schedule<C::capacity> build_schedule() {
   const auto& t = C::table;
@@ -507,6 +553,7 @@ constexpr schedule<C::capacity> build_schedule() {
       default: throw "staticgrad: a backward kernel kind the schedule does not know (internal error)";
     }
   }
+  add_recompute_entries<C>(s);
   s.workspace_width = C::buffers.workspace_width;
   s.saved_act_width = C::buffers.saved_act_width;
   s.saved_stat_width = C::buffers.saved_stat_width;

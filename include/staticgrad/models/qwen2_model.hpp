@@ -24,6 +24,7 @@
 
 #include "staticgrad/backend/cpu/cross_entropy.hpp"
 #include "staticgrad/backend/cpu/executor.hpp"
+#include "staticgrad/graph/memory_plan.hpp"
 #include "staticgrad/io/checkpoint.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
@@ -97,6 +98,53 @@ class qwen2_model {
     zeros_.assign(static_cast<std::size_t>(r * std::max<std::int64_t>(config_.intermediate_size, config_.q_dim()) * 2), 0.f);
   }
 
+  // ---- memory (graph/memory_plan.hpp) ------------------------------------------------
+  // What this model keeps for backward: recompute tier and whole-block layers.
+  void set_memory(const graph::memory_policy& p) {
+    require(p.tier >= 0 && p.tier <= block_program::recompute_tiers() && p.block_layers >= 0 &&
+                p.block_layers <= layers(),
+            "memory policy: tier " + std::to_string(p.tier) + " or block layers " + std::to_string(p.block_layers) +
+                " out of range (tiers 0.." + std::to_string(block_program::recompute_tiers()) + ", layers 0.." +
+                std::to_string(layers()) + ")");
+    memory_ = p;
+    block_.set_recompute_tier(p.tier);
+    saved_.clear();  // re-sized for the policy by the next forward
+    shared_saved_ = {};
+  }
+  const graph::memory_policy& memory() const { return memory_; }
+  // Bytes of float arrays a step of T tokens (rank r) holds under policy p:
+  // frozen weights, LoRA parameters and gradients, the residual stream and its
+  // gradient, saved arenas, the workspace. (Eigen's and the attention's
+  // temporaries are not counted.)
+  double predict_bytes(std::int64_t T, int r, const graph::memory_policy& p) const {
+    constexpr auto& BS = block_program::sched;
+    constexpr auto& HS = head_program::sched;
+    double e = weight_elems_ + 2.0 * lora_elems(r);
+    e += double(layers() + 2) * T * H + 3.0 * T;  // x_0..x_L, the residual gradient; loss, dloss, targets
+    e += T * graph::saved_bytes_per_token(BS, r, int(layers()), p, 1, 1);
+    e += double(T) * (BS.workspace_width + HS.workspace_width + HS.saved_act_width + HS.saved_stat_width);
+    return e * sizeof(float);
+  }
+  // The same, measured: the sizes of the arrays held after the last step().
+  double held_bytes(int r) const {
+    double e = weight_elems_ + 2.0 * lora_elems(r) + double(grad_.size() + loss_.size() + dloss_.size() + targets_.size());
+    for (const auto& h : hidden_) e += double(h.size());
+    for (const auto& sv : saved_) e += double(sv.act.size() + sv.stat.size() + sv.rank.size());
+    e += double(shared_saved_.act.size() + shared_saved_.stat.size() + shared_saved_.rank.size());
+    e += double(block_.held_elems() + head_.held_elems() + head_saved_.act.size() + head_saved_.stat.size());
+    return e * sizeof(float);
+  }
+  // The fastest policy whose predicted bytes fit `budget` bytes, for T tokens
+  // in sequences of seq_len, rank r (CPU rates: only ratios matter).
+  graph::memory_choice plan_memory(std::int64_t T, std::int64_t seq_len, int r, double budget) const {
+    const graph::device_rates cpu{.gemm_flops = 5e10, .attention_flops = 2e10, .bytes = 1e10};
+    const auto c = graph::layer_costs(block_program::sched, double(T), double(seq_len), r, cpu, 4, 4);
+    return graph::plan_memory(
+        block_program::recompute_tiers(), int(layers()), budget,
+        [&](const graph::memory_policy& p) { return predict_bytes(T, r, p); },
+        [&](const graph::memory_policy& p) { return graph::step_seconds(c, int(layers()), p); });
+  }
+
   // Loss over a batch; with `backward`, accumulates the LoRA gradients of the
   // mean loss into the attached gradient adapter. `seed_scale` replaces the
   // 1/counted of the mean (for a mean over several micro-batches).
@@ -115,7 +163,7 @@ class qwen2_model {
     const std::int64_t L = layers();
     hidden_.resize(static_cast<std::size_t>(L + 1));
     for (auto& h : hidden_) h.assign(static_cast<std::size_t>(T * H), 0.f);
-    saved_.resize(static_cast<std::size_t>(L));
+    saved_.resize(static_cast<std::size_t>(L - memory_.block_layers));
     // Embedding.
     embed_.set_batch(T, b.layout, cfg);
     embed_.set_parameters(embed_params_);
@@ -131,7 +179,7 @@ class qwen2_model {
       block_.set_parameters(layer_params(l));
       block_.set_input("x", hidden_[l].data());
       block_.set_output("y", hidden_[l + 1].data());
-      block_.forward(saved_[l]);
+      block_.forward(saved_of(l));
     }
     // Head.
     targets_ = cpu::shift_labels(b.labels.empty() ? b.input_ids : b.labels, b.layout);
@@ -166,7 +214,11 @@ class qwen2_model {
       block_.set_output("y", hidden_[l + 1].data());
       block_.set_grad("y", grad_.data());
       block_.set_grad("x", grad_.data());  // the residual gradient, updated in place
-      block_.backward(saved_[l]);
+      // A whole-block recompute layer (memory policy): its forward again, into
+      // the shared arena, from its input x_l (y = x_{l+1} is rewritten with
+      // the same values: the executor is deterministic).
+      if (l < memory_.block_layers) block_.forward(saved_of(l));
+      block_.backward(saved_of(l));
     }
     return res;
   }
@@ -180,6 +232,16 @@ class qwen2_model {
 
  private:
   qwen2_model() = default;
+
+  typename block_program::saved_state& saved_of(std::int64_t l) {
+    return l < memory_.block_layers ? shared_saved_ : saved_[static_cast<std::size_t>(l - memory_.block_layers)];
+  }
+  double lora_elems(int r) const {
+    double e = 0;
+    for (auto t : io::all_lora_targets)
+      e += double(r) * double(io::target_in_features(t, config_) + io::target_out_features(t, config_));
+    return e * double(layers());
+  }
 
   void load_weights(const io::checkpoint& ck) {
     const std::string file = ck.source();
@@ -211,6 +273,7 @@ class qwen2_model {
       take(p + "mlp.up_proj.weight", {I, H});
       take(p + "mlp.down_proj.weight", {H, I});
     }
+    for (const auto& [k, w] : weights_) weight_elems_ += double(w.size());
     embed_params_.frozen["model.embed_tokens.weight"] = {weights_["model.embed_tokens.weight"].data(), V, H};
     head_params_.frozen["model.norm.weight"] = {weights_["model.norm.weight"].data(), 1, H};
     head_params_.frozen["lm_head.weight"] = {lm_head_, V, H};
@@ -256,7 +319,10 @@ class qwen2_model {
   block_program block_;
   head_program head_;
   std::vector<std::vector<float>> hidden_;
-  std::vector<typename block_program::saved_state> saved_;
+  std::vector<typename block_program::saved_state> saved_;  // layers block_layers .. L-1
+  typename block_program::saved_state shared_saved_;       // the whole-block recompute layers'
+  graph::memory_policy memory_{};
+  double weight_elems_ = 0;
   typename head_program::saved_state head_saved_;
   std::vector<std::int32_t> targets_;
   std::vector<float> loss_, dloss_, grad_;

@@ -71,10 +71,11 @@ class program {
   static constexpr const graph::schedule<N>& sched = graph::schedule_of_compiled<plan>;
 
   // The saved arena of one application (one layer): what backward reads.
+  // With recompute tier k, act holds only the kept part (keep_act_width[k]).
   struct saved_state {
     std::vector<S> act, stat, rank;
-    void resize(std::int64_t T, int r) {
-      act.assign(static_cast<std::size_t>(T * sched.saved_act_width), S(0));
+    void resize(std::int64_t T, int r, int tier = 0) {
+      act.assign(static_cast<std::size_t>(T * sched.keep_act_width[tier]), S(0));
       stat.assign(static_cast<std::size_t>(T * sched.saved_stat_width), S(0));
       rank.assign(static_cast<std::size_t>(T * r * sched.saved_rank_width), S(0));
     }
@@ -131,21 +132,39 @@ class program {
     grad_[v] = g;
   }
 
+  // Recompute tier k (graph/recompute.hpp, 0 .. sched.n_recompute; chosen by
+  // graph::plan_memory): backward rebuilds the first k candidates, which live
+  // in one region of this program shared by every saved_state it runs.
+  void set_recompute_tier(int k) {
+    require(k >= 0 && k <= sched.n_recompute, "recompute tier " + std::to_string(k) + " outside [0, " +
+                                                  std::to_string(sched.n_recompute) + "]");
+    tier_ = k;
+  }
+  int recompute_tier() const { return tier_; }
+  static constexpr int recompute_tiers() { return sched.n_recompute; }
+
   // ---- running -------------------------------------------------------------------
   void forward(saved_state& s) {
     saved_ = &s;
-    if (static_cast<std::int64_t>(s.act.size()) != T_ * sched.saved_act_width ||
+    shared_.resize(static_cast<std::size_t>(T_ * (sched.saved_act_width - sched.keep_act_width[tier_])));
+    if (static_cast<std::int64_t>(s.act.size()) != T_ * sched.keep_act_width[tier_] ||
         static_cast<std::int64_t>(s.stat.size()) != T_ * sched.saved_stat_width ||
         static_cast<std::int64_t>(s.rank.size()) != T_ * cfg_.rank * sched.saved_rank_width)
-      s.resize(T_, cfg_.rank);
+      s.resize(T_, cfg_.rank, tier_);
     check_externals();
     run_forward(std::make_integer_sequence<int, sched.n_fwd>{});
   }
   void backward(saved_state& s) {
     saved_ = &s;
+    require(static_cast<std::int64_t>(s.act.size()) == T_ * sched.keep_act_width[tier_],
+            "backward with a saved state of another recompute tier or batch than its forward");
     check_grad_externals();
     run_backward(std::make_integer_sequence<int, sched.n_bwd>{});
   }
+
+  // Elements of S this program holds itself (workspace, the shared region of
+  // recomputed values, temporaries); saved states are the caller's.
+  std::size_t held_elems() const { return workspace_.size() + shared_.size() + aux_tmp_.size(); }
 
   // Pointer to the [T, width] rows of a forward value (after forward).
   const S* value(std::string_view name) const { return ptr(graph::detail::value_ref<plan>(sched, node(name))); }
@@ -204,7 +223,10 @@ class program {
   S* ptr(const graph::buffer_ref& b) const {
     switch (b.where) {
       case graph::arena::workspace: return const_cast<S*>(workspace_.data()) + T_ * b.offset;
-      case graph::arena::saved_act: return saved_->act.data() + T_ * b.offset;
+      case graph::arena::saved_act: {  // the kept part, or the shared region of recomputed values
+        const int keep = sched.keep_act_width[tier_];
+        return b.offset < keep ? saved_->act.data() + T_ * b.offset : const_cast<S*>(shared_.data()) + T_ * (b.offset - keep);
+      }
       case graph::arena::saved_stat: return saved_->stat.data() + T_ * b.offset;
       case graph::arena::saved_rank: return saved_->rank.data() + T_ * cfg_.rank * b.offset;
       case graph::arena::external: return ext_[b.ext];
@@ -222,7 +244,7 @@ class program {
   void run_forward_entry() {
     static constexpr const graph::entry& e = sched.fwd[K];
     using kk = graph::kernel_kind;
-    if constexpr (e.kind == kk::row_group) run_row_group<K>(std::make_integer_sequence<int, e.n_steps>{});
+    if constexpr (e.kind == kk::row_group) run_row_group<false, K>(std::make_integer_sequence<int, e.n_steps>{});
     else if constexpr (e.kind == kk::lora_linear || e.kind == kk::linear || e.kind == kk::lora) run_lora_linear(e);
     else if constexpr (e.kind == kk::attention) run_attention(e);
     else if constexpr (e.kind == kk::embedding) run_embedding(e);
@@ -263,9 +285,10 @@ class program {
   }
   S* mut(const graph::entry& e, const row_frame& f, int o, std::int64_t t) const { return const_cast<S*>(operand(e, f, o, t)); }
 
-  template <int K, int... M>
+  // A forward row group: entry K of the forward list, or of the backward list (a recompute).
+  template <bool InBackward, int K, int... M>
   void run_row_group(std::integer_sequence<int, M...>) {
-    static constexpr const graph::entry& e = sched.fwd[K];
+    static constexpr const graph::entry& e = InBackward ? sched.bwd[K] : sched.fwd[K];
     const row_frame base = frame_of(e);
     for_token_chunks(static_cast<double>(e.width_max) * e.n_steps * 8, [&](std::int64_t t0, std::int64_t t1) {
       std::vector<S> rows(static_cast<std::size_t>((e.n_scratch + 1) * e.width_max));
@@ -358,6 +381,9 @@ class program {
     static constexpr const graph::entry& e = sched.bwd[K];
     using kk = graph::kernel_kind;
     if constexpr (e.kind == kk::row_group_bwd) run_row_group_bwd<K>(std::make_integer_sequence<int, e.n_steps>{});
+    else if constexpr (e.kind == kk::row_group) {  // a recompute (its tier is chosen at run time)
+      if (e.recompute <= tier_) run_row_group<true, K>(std::make_integer_sequence<int, e.n_steps>{});
+    }
     else if constexpr (e.kind == kk::attention_bwd) run_attention_bwd(e);
     else if constexpr (e.kind == kk::lm_head_ce_bwd) {
       if (e.dx[0].in_memory()) lm_head_ce_chunks(e, nullptr, ptr(e.dy), ptr(e.dx[0]), e.acc[0]);
@@ -442,6 +468,8 @@ class program {
   token_layout layout_{};
   runtime_config cfg_{};
   std::vector<S> workspace_, aux_tmp_;
+  std::vector<S> shared_;  // saved act values of the recompute tier, shared by all saved_states
+  int tier_ = 0;
   saved_state* saved_ = nullptr;
   std::array<frozen_param<S>, N> frozen_{};        // by parameter slot
   std::array<lora_param<S>, N> lora_{};            // by parameter slot

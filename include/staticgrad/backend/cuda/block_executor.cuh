@@ -328,7 +328,8 @@ class block_executor {
   // The executor's bf16 workspace (tests poison it: the plan writes every slot before reading it).
   bf16* workspace() const { return workspace_.get(); }
   std::size_t workspace_elems() const { return workspace_.size(); }
-  std::size_t saved_act_elems() const { return static_cast<std::size_t>(Tp_) * S.saved_act_width; }
+  // The kept part of the act arena under the recompute tier (set_recompute_tier).
+  std::size_t saved_act_elems() const { return static_cast<std::size_t>(Tp_) * S.keep_act_width[tier_]; }
   std::size_t saved_stat_elems() const { return static_cast<std::size_t>(Tp_) * S.saved_stat_width; }
   std::size_t saved_rank_elems() const { return static_cast<std::size_t>(Tp_) * r_ * S.saved_rank_width; }
   std::size_t saved_bytes() const { return 2 * saved_act_elems() + 4 * saved_stat_elems() + 2 * saved_rank_elems(); }
@@ -351,6 +352,19 @@ class block_executor {
     return {device_array<bf16>(saved_act_elems()), device_array<float>(saved_stat_elems()),
             device_array<bf16>(saved_rank_elems())};
   }
+
+  // Recompute tier k (graph/recompute.hpp; 0 .. S.n_recompute, chosen by
+  // graph::plan_memory): the schedule's recompute entries of tiers <= k run in
+  // backward, and their values live in one region this executor allocates
+  // here, shared by every layer_saved it runs (allocate_saved() afterwards
+  // sizes the kept part only).
+  void set_recompute_tier(int k) {
+    require(k >= 0 && k <= S.n_recompute, "block_executor: recompute tier " + std::to_string(k) + " outside [0, " +
+                                              std::to_string(S.n_recompute) + "]");
+    tier_ = k;
+    recomputed_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * (S.saved_act_width - S.keep_act_width[k]));
+  }
+  int recompute_tier() const { return tier_; }
 
   // ---- binding (device pointers; names as the CPU executor's parameters) -------
   // Frozen matrix [out, in] row-major or vector [width], bf16.
@@ -496,7 +510,10 @@ class block_executor {
   void* ptr(const graph::buffer_ref& b, const layer_saved& s) const {
     switch (b.where) {
       case graph::arena::workspace: return workspace_.get() + Tp_ * b.offset;
-      case graph::arena::saved_act: return s.act + Tp_ * b.offset;
+      case graph::arena::saved_act: {  // the kept part, or the shared region of recomputed values
+        const int keep = S.keep_act_width[tier_];
+        return b.offset < keep ? s.act + Tp_ * b.offset : recomputed_.get() + Tp_ * (b.offset - keep);
+      }
       case graph::arena::saved_stat: return s.stat + Tp_ * b.offset;
       case graph::arena::saved_rank: return s.rank + Tp_ * r_ * b.offset;
       case graph::arena::external: return ext_[static_cast<std::size_t>(b.ext)];
@@ -533,7 +550,9 @@ class block_executor {
     running_ = true;
     using kk = graph::kernel_kind;
     switch (e.kind) {
-      case kk::row_group:
+      case kk::row_group:  // in the backward list: a recompute, run iff its tier is chosen
+        if (e.recompute <= tier_) run_row_group(e, s);
+        break;
       case kk::row_group_bwd: run_row_group(e, s); break;
       case kk::lora_linear:
       case kk::linear:
@@ -662,6 +681,8 @@ class block_executor {
   runtime_config cfg_{};
   executor_options opt_{};
   bool accumulate_ = true, running_ = false, own_stream_ = false;
+  int tier_ = 0;
+  device_array<bf16> recomputed_;  // saved act values of the recompute tier, shared by all layers
   std::int64_t chunk_ = 0;
   const float* seed_ = nullptr;
   device_array<float> logits_;

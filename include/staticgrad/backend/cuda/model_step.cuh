@@ -69,6 +69,7 @@
 #include "staticgrad/backend/cuda/check.cuh"
 #include "staticgrad/backend/cuda/model_kernels.cuh"
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/graph/memory_plan.hpp"
 
 namespace staticgrad::cuda {
 
@@ -82,6 +83,9 @@ struct model_options {
   float rope_theta = 1e6f;
   std::int64_t ce_chunk = 2048;  // tokens per LM-head chunk (rounded up to 128): C * V * 6 bytes of scratch
   bool graphs = true;        // step(): capture once per batch shape, then replay
+  // What is kept for backward (graph/memory_plan.hpp): recompute tier and
+  // whole-block recompute layers; choose_memory() picks one from a budget.
+  graph::memory_policy memory{};
 };
 
 // torch.optim.AdamW options (train::adamw_options, without its host-only header).
@@ -134,35 +138,52 @@ class model_step {
 
   // Bytes the constructor will allocate for T tokens and options o, from the plans.
   static model_bytes predict_bytes(std::int64_t T, const model_options& o) {
+    static_assert(graph::cublaslt_workspace_bytes == kLoraWorkspaceBytes, "memory_plan.hpp's cuBLASLt workspace");
+    const graph::step_bytes g = graph::cuda_step_bytes(
+        BS, head_plan::data, embedding_plan::data,
+        graph::step_layout{.tokens = T, .layers = o.layers, .vocab = o.vocab, .tied = o.tied, .rank = o.rank, .ce_chunk = o.ce_chunk},
+        o.memory);
     model_bytes b;
-    const std::size_t L = static_cast<std::size_t>(o.layers), V = static_cast<std::size_t>(o.vocab);
-    std::size_t lora_elems = 0;
-    for (int p = 0; p < BS.n_params; ++p) {
-      const auto& ps = BS.params[p];
-      if (ps.kind == graph::op_kind::lora_adapter)
-        lora_elems += pad128(static_cast<std::size_t>(o.rank) * ps.cols) + pad128(static_cast<std::size_t>(ps.rows) * o.rank);
-      else b.weights += L * 2 * static_cast<std::size_t>(ps.rows) * ps.cols;
-    }
-    b.weights += (o.tied ? 1 : 2) * V * H * 2 + 2 * H;
-    b.lora = L * lora_elems * (4 * 4 + 2);  // p, g, m, v f32 + bf16 copies
-    const std::size_t TH = static_cast<std::size_t>(T) * H;
-    b.residual = (L + 1) * TH * 2 + TH * 2;  // x_0 .. x_L and the residual gradient
-    b.saved = L * plan_bytes<block_plan>::saved(T, o.rank) + plan_bytes<head_plan>::saved(T, o.rank) +
-              plan_bytes<embedding_plan>::saved(T, o.rank);
-    b.workspace = plan_bytes<block_plan>::workspace(T) + plan_bytes<block_plan>::temporaries(T, o.rank) +
-                  plan_bytes<head_plan>::workspace(T) + plan_bytes<head_plan>::temporaries(T, o.rank) +
-                  plan_bytes<embedding_plan>::workspace(T) + plan_bytes<embedding_plan>::temporaries(T, o.rank);
-    const std::size_t C = static_cast<std::size_t>(
-        std::min<std::int64_t>((std::max<std::int64_t>(o.ce_chunk, 1) + 127) / 128 * 128, token_stride(T)));
-    b.lm_head_chunk = C * V * (4 + 2);
-    int heads = 0;
-    for (int i = 0; i < BS.n_fwd; ++i) heads = std::max(heads, BS.fwd[i].heads);
-    b.kernel_workspaces = 3 * kLoraWorkspaceBytes + attention_backward_workspace_bytes(token_stride(T), heads) / sizeof(float) * sizeof(float);
+    auto z = [](double x) { return static_cast<std::size_t>(x); };
+    b.weights = z(g.weights), b.lora = z(g.lora), b.residual = z(g.residual), b.saved = z(g.saved);
+    b.workspace = z(g.workspace), b.lm_head_chunk = z(g.lm_head_chunk), b.kernel_workspaces = z(g.kernel_workspaces);
     b.batch = static_cast<std::size_t>(T) * 4 /* loss */ + 3 * static_cast<std::size_t>(T) * 4 /* ids, targets, positions */ +
               (static_cast<std::size_t>(T) + 1) * 4 /* sequence starts */ + (2 + model_detail::kNormBlocks) * 8 + 4 /* coef */ +
               4 /* seed */ + sizeof(model_detail::adamw_step_args);
     return b;
   }
+
+  // The fastest memory policy whose predict_bytes() fits `budget` bytes, for T
+  // tokens in sequences of seq_len (graph/memory_plan.hpp: the plan's cost
+  // model; rates of an H100/H200). With .fits false nothing fits: the policy
+  // is then the smallest one.
+  static graph::memory_choice choose_memory(std::int64_t T, std::int64_t seq_len, model_options o, double budget) {
+    const auto c = graph::layer_costs(BS, static_cast<double>(T), static_cast<double>(seq_len), o.rank, graph::device_rates{});
+    return graph::plan_memory(
+        BS.n_recompute, o.layers, budget,
+        [&](const graph::memory_policy& p) {
+          o.memory = p;
+          return static_cast<double>(predict_bytes(T, o).total());
+        },
+        [&](const graph::memory_policy& p) { return graph::step_seconds(c, o.layers, p); });
+  }
+  // The prediction for o.memory itself: its bytes, step time and slowdown.
+  static graph::memory_choice evaluate_memory(std::int64_t T, std::int64_t seq_len, const model_options& o) {
+    const auto c = graph::layer_costs(BS, static_cast<double>(T), static_cast<double>(seq_len), o.rank, graph::device_rates{});
+    graph::memory_choice m{.policy = o.memory, .bytes = static_cast<double>(predict_bytes(T, o).total()),
+                           .seconds = graph::step_seconds(c, o.layers, o.memory),
+                           .base_seconds = graph::step_seconds(c, o.layers, {}), .fits = true};
+    return m;
+  }
+  // The default budget: free device memory less `margin` bytes (CUDA context
+  // growth, cuBLASLt handles and graphs, fragmentation).
+  static double default_budget(double margin = double(std::size_t{1} << 30)) {
+    std::size_t free_b = 0, total_b = 0;
+    SG_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+    return static_cast<double>(free_b) - margin;
+  }
+  // "recompute h1 (f0), ... ; re-run the whole block ..." for the policy.
+  static std::string memory_text(const graph::memory_policy& p, int layers) { return graph::policy_text(BS, p, layers); }
 
   model_step(std::int64_t T, const model_options& o) : T_(T), o_(o) {
     require(T > 0, "model_step: T must be positive");
@@ -173,6 +194,9 @@ class model_step {
     runtime_config cfg{};
     cfg.eps = o.eps, cfg.rope_theta = o.rope_theta, cfg.lora_scaling = o.lora_scaling, cfg.rank = o.rank;
     blk_ = std::make_unique<block_exec>(T, o.rank, cfg);
+    require(o.memory.block_layers >= 0 && o.memory.block_layers <= o.layers,
+            "model_step: memory policy block_layers outside [0, layers]");
+    blk_->set_recompute_tier(o.memory.tier);
     const executor_options eo{.stream = blk_->stream(), .vocab = o.vocab, .ce_chunk = o.ce_chunk};
     emb_ = std::make_unique<block_executor<embedding_plan>>(T, o.rank, cfg, eo);
     head_ = std::make_unique<block_executor<head_plan>>(T, o.rank, cfg, eo);
@@ -211,7 +235,9 @@ class model_step {
 
     // ---- activations -------------------------------------------------------------------
     for (int l = 0; l <= L; ++l) x_.emplace_back(TH);
-    for (int l = 0; l < L; ++l) saved_.emplace_back(blk_->allocate_saved());
+    // Layers that re-run their block in backward share one arena; the others own one.
+    for (int l = o.memory.block_layers; l < L; ++l) saved_.emplace_back(blk_->allocate_saved());
+    if (o.memory.block_layers > 0) shared_saved_ = blk_->allocate_saved();
     head_saved_ = head_->allocate_saved();
     emb_saved_ = emb_->allocate_saved();
     grad_ = device_array<bf16>(TH);
@@ -465,6 +491,7 @@ class model_step {
                 gib(b.lora) + ", kernel workspaces and reserve " + gib(b.kernel_workspaces + reserve) + "), but " +
                 gib(free_b) + " are free of " + gib(total_b) +
                 ". Lower --batch-tokens (saved activations scale with the tokens per step), --max-len or the LoRA rank, "
+                "give a memory budget (model_options::memory from choose_memory(): recompute instead of keeping), "
                 "or use a device with more memory.");
   }
 
@@ -531,7 +558,7 @@ class model_step {
     emb_->forward(emb_saved_.view());
     for (int l = 0; l < L; ++l) {
       bind_layer(l);
-      blk_->forward(saved_[static_cast<std::size_t>(l)].view());
+      blk_->forward(saved_of(l));
     }
     mark(1);
     head_->forward(head_saved_.view());  // with the seed: d(hn) too
@@ -541,9 +568,17 @@ class model_step {
     mark(2);
     for (int l = L - 1; l >= 0; --l) {
       bind_layer(l);
-      blk_->backward(saved_[static_cast<std::size_t>(l)].view());
+      // A whole-block recompute layer: its forward again (into the shared
+      // arena, from x_l; x_{l+1} is rewritten with the same values).
+      if (l < o_.memory.block_layers) blk_->forward(saved_of(l));
+      blk_->backward(saved_of(l));
     }
     mark(3);
+  }
+
+  layer_saved saved_of(int l) const {
+    return l < o_.memory.block_layers ? shared_saved_.view()
+                                      : saved_[static_cast<std::size_t>(l - o_.memory.block_layers)].view();
   }
 
   void launch_adamw() {
@@ -613,6 +648,7 @@ class model_step {
   std::vector<device_array<bf16>> x_;  // x_0 .. x_L, [T, H]
   std::vector<layer_saved_storage> saved_;
   layer_saved_storage head_saved_, emb_saved_;
+  layer_saved_storage shared_saved_;  // the whole-block recompute layers' (memory policy)
   device_array<bf16> grad_;
   device_array<float> loss_tok_, coef_, seed_;
   device_array<model_detail::adamw_step_args> args_;

@@ -1,0 +1,226 @@
+#pragma once
+// Memory from a budget: which saved values a model step keeps, and which it
+// rebuilds in backward, chosen from the plan's own cost model.
+//
+// A policy has two parts, both interpreted by both executors:
+//   * tier k (0 .. schedule.n_recompute): every layer rebuilds the first k
+//     recompute candidates of the block plan (graph/recompute.hpp: one row op
+//     each, e.g. m = swiglu(gate, up) from the saved gate and up) just before
+//     backward reads them; they live in one region shared by all layers, so a
+//     layer keeps keep_act_width[k] act elements per token instead of
+//     saved_act_width. The schedule's recompute entries run iff their tier <= k.
+//   * block_layers n (0 .. L): the first n layers keep nothing but their input
+//     x_l (which the residual stream keeps anyway); their forward writes into
+//     one saved arena shared by those layers, and backward re-runs the layer's
+//     forward into it just before the layer's backward.
+// Offloading saved values to pinned host memory is not implemented (docs/memory.md).
+//
+// The cost model (per step of T tokens; seconds from the schedule's entries):
+//   GEMM entries 2 * in * out FLOPs per token (LoRA: 2 r (in + out)), backward
+//   the same for dX (+ the LoRA products); attention 4 * ctx * heads * head_dim
+//   per token forward with ctx the mean causal context (seq_len / 2), 2.5x that
+//   backward; row groups their bytes per token moved; a recompute entry the
+//   bytes it moves. Rates: `device_rates` (achieved, not peak: only ratios of
+//   costs decide the choice, and the predicted slowdown is a ratio).
+// plan_memory() enumerates every (k, n), keeps those whose bytes (the
+// caller's exact allocation formula for that policy) fit the budget, and picks
+// the fastest; ties go to the one that uses less memory.
+#include <algorithm>
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <string>
+
+#include "staticgrad/graph/schedule.hpp"
+
+namespace staticgrad::graph {
+
+struct memory_policy {
+  int tier = 0;          // row-group recompute tier, every layer
+  int block_layers = 0;  // layers whose whole block forward is re-run in backward
+  constexpr bool operator==(const memory_policy&) const = default;
+};
+
+// Achieved rates of the device (defaults: an H100/H200 running this code's
+// kernels; the CPU backend passes its own).
+struct device_rates {
+  double gemm_flops = 4.0e14;       // bf16 tensor-core products, FLOP/s
+  double attention_flops = 2.5e14;  // flash attention, FLOP/s
+  double bytes = 3.0e12;            // device memory, B/s
+};
+
+// Seconds per step of one layer's parts, for T tokens of sequences of seq_len.
+struct layer_seconds {
+  double forward = 0, backward = 0;
+  std::array<double, max_recompute + 1> tier{};  // recompute entries of tiers 1..k together
+};
+
+template <int N>
+constexpr layer_seconds layer_costs(const schedule<N>& s, double T, double seq_len, int r, const device_rates& d,
+                                    double act_bytes = 2, double stat_bytes = 4) {
+  layer_seconds c{};
+  auto gemm = [&](const entry& e) {
+    double f = 0;
+    if (e.weight >= 0) f += 2.0 * e.dim_in * e.dim_out;
+    if (e.adapter >= 0) f += 2.0 * r * (e.dim_in + e.dim_out);
+    return T * f / d.gemm_flops;
+  };
+  auto rows = [&](const entry& e) {
+    double w = 0;
+    for (int j = 0; j < e.n_buf; ++j) w += e.buf[j].width * (e.buf[j].store == storage::stat ? stat_bytes : act_bytes);
+    return T * w / d.bytes;
+  };
+  auto attn = [&](const entry& e) { return T * 4.0 * (seq_len / 2) * e.heads * e.head_dim / d.attention_flops; };
+  for (int i = 0; i < s.n_fwd; ++i) {
+    const auto& e = s.fwd[i];
+    switch (e.kind) {
+      case kernel_kind::row_group: c.forward += rows(e); break;
+      case kernel_kind::attention: c.forward += attn(e); break;
+      case kernel_kind::linear:
+      case kernel_kind::lora:
+      case kernel_kind::lora_linear: c.forward += gemm(e); break;
+      default: break;
+    }
+  }
+  for (int i = 0; i < s.n_bwd; ++i) {
+    const auto& e = s.bwd[i];
+    switch (e.kind) {
+      case kernel_kind::row_group:
+        for (int k = e.recompute; k <= max_recompute && k > 0; ++k) c.tier[k] += rows(e);
+        break;
+      case kernel_kind::row_group_bwd: c.backward += rows(e); break;
+      case kernel_kind::attention_bwd: c.backward += 2.5 * attn(e); break;
+      case kernel_kind::linear_bwd: c.backward += gemm(e); break;
+      case kernel_kind::lora_bwd: c.backward += 2 * gemm(e); break;  // dB, dZ, dA, dX: twice the forward's LoRA products
+      default: break;
+    }
+  }
+  return c;
+}
+
+// Predicted seconds of a step of `layers` layers under policy p.
+constexpr double step_seconds(const layer_seconds& c, int layers, const memory_policy& p) {
+  return layers * (c.forward + c.backward + c.tier[p.tier]) + p.block_layers * c.forward;
+}
+
+// Saved bytes of `layers` layers under policy p, per token of stride: the kept
+// arenas (one per layer that keeps, one shared by all block-recompute layers)
+// and the region of tier-k values shared by all layers.
+template <int N>
+constexpr double saved_bytes_per_token(const schedule<N>& s, int r, int layers, const memory_policy& p,
+                                       double act_bytes = 2, double stat_bytes = 4) {
+  const double keep = act_bytes * s.keep_act_width[p.tier] + stat_bytes * s.saved_stat_width +
+                      act_bytes * r * s.saved_rank_width;
+  const int arenas = layers - p.block_layers + (p.block_layers > 0 ? 1 : 0);
+  return arenas * keep + act_bytes * (s.saved_act_width - s.keep_act_width[p.tier]);
+}
+
+// The device bytes of one CUDA model step (backend/cuda/model_step.cuh
+// allocates exactly these, and predict_bytes() adds its batch arrays): the
+// block plan's arenas for `layers` layers under a policy, the head and
+// embedding plans, the frozen weights (bf16), the LoRA state (f32 p, g, m, v
+// and bf16 copies, each tensor padded to 128 elements), the residual stream
+// x_0 .. x_L and its gradient, the LM-head chunk (C x V logits f32 + their
+// gradient bf16) and the kernel workspaces (cuBLASLt's, attention backward's).
+// Arenas use the token stride Tp = T rounded up to 128.
+inline constexpr std::size_t cublaslt_workspace_bytes = std::size_t{32} << 20;  // = cuda::kLoraWorkspaceBytes
+
+struct step_layout {
+  std::int64_t tokens = 0;
+  int layers = 0;
+  std::int64_t vocab = 0;
+  bool tied = true;
+  int rank = 16;
+  std::int64_t ce_chunk = 2048;
+};
+
+struct step_bytes {
+  double weights = 0, lora = 0, residual = 0, saved = 0, workspace = 0, lm_head_chunk = 0, kernel_workspaces = 0;
+  double total() const { return weights + lora + residual + saved + workspace + lm_head_chunk + kernel_workspaces; }
+};
+
+constexpr std::int64_t stride_of(std::int64_t T) { return (T + 127) / 128 * 128; }
+
+template <int NB, int NH, int NE>
+constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>& head, const schedule<NE>& emb,
+                                     const step_layout& a, const memory_policy& p) {
+  step_bytes b;
+  const double L = a.layers, V = double(a.vocab), r = a.rank, T = double(a.tokens), Tp = double(stride_of(a.tokens));
+  auto pad = [](double n) { return double((static_cast<std::int64_t>(n) + 127) / 128 * 128); };
+  int H = 0;
+  for (int x = 0; x < blk.n_externals; ++x)
+    if (blk.externals[x].kind == external_kind::input) H = blk.externals[x].width;
+  double lora_elems = 0;
+  for (int i = 0; i < blk.n_params; ++i) {
+    const auto& ps = blk.params[i];
+    if (ps.kind == op_kind::lora_adapter) lora_elems += pad(r * ps.cols) + pad(double(ps.rows) * r);
+    else b.weights += L * 2 * double(ps.rows) * ps.cols;
+  }
+  b.weights += (a.tied ? 1 : 2) * V * H * 2 + 2.0 * H;
+  b.lora = L * lora_elems * (4 * 4 + 2);
+  b.residual = (L + 1) * T * H * 2 + T * H * 2;
+  auto arena = [&](const auto& s) {
+    return Tp * (2.0 * s.saved_act_width + 4.0 * s.saved_stat_width + 2.0 * r * s.saved_rank_width);
+  };
+  auto work = [&](const auto& s) {
+    return Tp * (2.0 * s.workspace_width + 2.0 * r * s.tmp_rank_width + 2.0 * s.tmp_act_width + 4.0 * s.tmp_stat_width);
+  };
+  b.saved = Tp * saved_bytes_per_token(blk, a.rank, a.layers, p) + arena(head) + arena(emb);
+  b.workspace = work(blk) + work(head) + work(emb);
+  const double C = double(std::min<std::int64_t>((std::max<std::int64_t>(a.ce_chunk, 1) + 127) / 128 * 128, stride_of(a.tokens)));
+  b.lm_head_chunk = C * V * (4 + 2);
+  int heads = 0;
+  for (int i = 0; i < blk.n_fwd; ++i) heads = heads > blk.fwd[i].heads ? heads : blk.fwd[i].heads;
+  b.kernel_workspaces = 3.0 * double(cublaslt_workspace_bytes) + Tp * heads * 4;
+  return b;
+}
+
+struct memory_choice {
+  memory_policy policy{};
+  double bytes = 0;         // predicted peak of the step's allocations
+  double seconds = 0;       // predicted step time under the policy
+  double base_seconds = 0;  // ... and keeping everything
+  bool fits = false;        // false: nothing fits; policy is then the smallest one
+  double slowdown() const { return base_seconds > 0 ? seconds / base_seconds : 1.0; }
+};
+
+// bytes_of(memory_policy) -> double, seconds_of(memory_policy) -> double.
+template <class BytesOf, class SecondsOf>
+memory_choice plan_memory(int tiers, int layers, double budget, BytesOf&& bytes_of, SecondsOf&& seconds_of) {
+  memory_choice best{}, smallest{};
+  best.base_seconds = smallest.base_seconds = seconds_of(memory_policy{});
+  bool have_small = false;
+  for (int n = 0; n <= layers; ++n)
+    for (int k = 0; k <= tiers; ++k) {
+      const memory_policy p{k, n};
+      const double b = bytes_of(p), t = seconds_of(p);
+      if (!have_small || b < smallest.bytes) smallest.policy = p, smallest.bytes = b, smallest.seconds = t, have_small = true;
+      if (b > budget) continue;
+      if (!best.fits || t < best.seconds || (t == best.seconds && b < best.bytes))
+        best.policy = p, best.bytes = b, best.seconds = t, best.fits = true;
+    }
+  return best.fits ? best : smallest;
+}
+
+// "recompute h1 (f0), h2 (f9), m (f12) in backward, every layer; re-run ..."
+// (each recomputed value named by its value and its forward kernel, as in explain).
+template <int N>
+std::string policy_text(const schedule<N>& s, const memory_policy& p, int layers) {
+  std::string o;
+  if (p.tier == 0) o = "keep every saved value";
+  else {
+    o = "recompute";
+    for (int k = 1; k <= p.tier; ++k)
+      for (int i = 0; i < s.n_bwd; ++i)
+        if (s.bwd[i].recompute == k)
+          o += std::string(k > 1 ? ", " : " ") + std::string(s.recompute_names[k - 1].view()) + " (f" +
+               std::to_string(s.bwd[i].kernel) + ")";
+    o += " in backward, every layer";
+  }
+  if (p.block_layers > 0)
+    o += "; re-run the whole block forward in backward for " + std::to_string(p.block_layers) + " of " +
+         std::to_string(layers) + " layers (layers 0.." + std::to_string(p.block_layers - 1) + " keep only their input)";
+  return o;
+}
+
+}  // namespace staticgrad::graph

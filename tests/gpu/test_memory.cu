@@ -1,0 +1,208 @@
+// Memory from a budget on CUDA (graph/memory_plan.hpp interpreted by
+// block_executor.cuh and model_step.cuh):
+//   1. gradients: the LoRA gradients and the loss of one forward + backward are
+//      the same under every memory policy as keeping everything. The recompute
+//      entries re-run the forward row-group kernels, and a whole-block layer
+//      re-runs its forward, on the same inputs with the same (deterministic)
+//      kernels, so the values rebuilt are the values saved: we require bit
+//      equality (tighter than bf16 rounding) and print the largest difference.
+//   2. predictions: for several budgets between keep-everything and the
+//      smallest plan, the policy the planner picks fits the budget, the
+//      model's allocation counter equals predict_bytes() exactly, and the
+//      device memory the model takes (cudaMemGetInfo before construction and
+//      after a step: every allocation is made up front, none during a step, so
+//      this is the peak) is within 5% of the prediction.
+// Setup: 1. the 0.5B block shape, 4 layers, vocabulary 512, T = 2 x 192;
+// 2. Qwen2.5-0.5B's shape (24 layers, vocabulary 151936), T = 4 x 2048.
+// Random weights (values do not change the memory or the determinism).
+//
+// Exit codes: 0 pass, 1 fail, 77 no CUDA device (ctest: skipped).
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "staticgrad/backend/cuda/model_step.cuh"
+#include "staticgrad/plans/qwen2_0_5b.cuh"
+
+namespace sc = staticgrad::cuda;
+namespace sg = staticgrad::graph;
+using bf16 = __nv_bfloat16;
+using Plan = sc::plans::qwen2_0_5b::model;
+using M = sc::model_step<Plan>;
+
+namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+
+template <class T>
+__global__ void fill_kernel(T* p, std::int64_t n, float mean, float std, std::uint32_t seed) {
+  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
+    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
+    h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
+    const float u = static_cast<float>(h) * (1.0f / 4294967296.0f) - 0.5f;
+    p[i] = static_cast<T>(mean + std * 3.4641016f * u);
+  }
+}
+template <class T>
+void fill(T* p, std::size_t n, float mean, float std, std::uint32_t seed) {
+  fill_kernel<<<1024, 256>>>(p, static_cast<std::int64_t>(n), mean, std, seed);
+  SG_CUDA_CHECK(cudaGetLastError());
+}
+
+sc::model_options options(int layers, std::int64_t vocab) {
+  sc::model_options o;
+  o.layers = layers, o.vocab = vocab, o.tied = true, o.rank = 16, o.lora_scaling = 2.0f;
+  o.ce_chunk = 2048, o.graphs = false;
+  return o;
+}
+
+// Random weights and adapters (A and B non-zero: every gradient path carries signal).
+void init(M& m, int layers, std::int64_t vocab) {
+  const int H = Plan::block::input_width;
+  std::uint32_t seed = 11;
+  fill(m.embedding(), static_cast<std::size_t>(vocab) * H, 0.0f, 0.02f, seed++);
+  fill(m.final_norm(), H, 1.0f, 0.0f, seed++);
+  for (int l = 0; l < layers; ++l)
+    for (const auto& w : m.layer_weights()) {
+      const bool norm = w.name.find("layernorm") != std::string::npos;
+      fill(m.layer_weight(l, w.name), w.elems(), norm ? 1.0f : 0.0f, norm ? 0.0f : 0.02f, seed++);
+    }
+  SG_CUDA_CHECK(cudaMemset(m.lora_params(), 0, m.lora_elems() * sizeof(float)));
+  for (const auto& s : m.lora_slots()) {
+    fill(m.lora_params() + s.a_off, static_cast<std::size_t>(16) * s.in, 0.0f, 0.05f, seed++);
+    fill(m.lora_params() + s.b_off, static_cast<std::size_t>(16) * s.out, 0.0f, 0.02f, seed++);
+  }
+  SG_CUDA_CHECK(cudaDeviceSynchronize());
+  m.sync_lora_bf16();
+}
+
+void batch(M& m, std::int64_t vocab, int seqs, int len) {
+  std::mt19937 rng(5);
+  std::uniform_int_distribution<int> tok(0, static_cast<int>(vocab) - 1);
+  std::vector<std::int32_t> ids(static_cast<std::size_t>(seqs) * len), lens(static_cast<std::size_t>(seqs), len);
+  for (auto& t : ids) t = tok(rng);
+  m.set_batch(ids, {}, lens);
+}
+
+struct grads {
+  double loss = 0;
+  std::vector<float> g;
+};
+
+grads run_policy(const sg::memory_policy& p, int layers, std::int64_t vocab, int seqs, int len) {
+  auto o = options(layers, vocab);
+  o.memory = p;
+  M m(static_cast<std::int64_t>(seqs) * len, o);
+  init(m, layers, vocab);
+  batch(m, vocab, seqs, len);
+  grads r;
+  r.loss = m.forward_backward().loss_sum;
+  r.g.resize(m.lora_elems());
+  SG_CUDA_CHECK(cudaMemcpy(r.g.data(), m.lora_grads(), r.g.size() * sizeof(float), cudaMemcpyDeviceToHost));
+  return r;
+}
+
+bool check_gradients() {
+  const int L = 4, seqs = 2, len = 192;
+  const std::int64_t V = 512;
+  const int K = Plan::block::data.n_recompute;
+  const grads ref = run_policy({}, L, V, seqs, len);
+  double scale = 0;
+  for (float x : ref.g) scale = std::max(scale, static_cast<double>(std::fabs(x)));
+  bool ok = scale > 0;
+  std::printf("gradients: reference (keep everything) loss %.6f, max |grad| %.3e\n", ref.loss, scale);
+  for (const sg::memory_policy p : {sg::memory_policy{1, 0}, sg::memory_policy{K, 0}, sg::memory_policy{0, 2},
+                                    sg::memory_policy{K, L}}) {
+    const grads r = run_policy(p, L, V, seqs, len);
+    double worst = 0;
+    std::size_t differ = 0;
+    for (std::size_t i = 0; i < r.g.size(); ++i) {
+      const double d = std::fabs(static_cast<double>(r.g[i]) - ref.g[i]);
+      worst = std::max(worst, d);
+      differ += std::memcmp(&r.g[i], &ref.g[i], sizeof(float)) != 0;
+    }
+    const bool same = differ == 0 && r.loss == ref.loss;
+    ok = ok && same;
+    std::printf("  %s  tier %d, %d block layers (%s): loss %.6f, %zu of %zu gradient elements differ, max diff %.3e "
+                "(%.2e of max |grad|)\n",
+                same ? "PASS" : "FAIL", p.tier, p.block_layers, M::memory_text(p, L).c_str(), r.loss, differ, r.g.size(),
+                worst, worst / scale);
+  }
+  return ok;
+}
+
+bool check_predictions() {
+  const int L = 24, seqs = 4, len = 2048;
+  const std::int64_t V = 151936, T = static_cast<std::int64_t>(seqs) * len;
+  auto o = options(L, V);
+  // Warm-up: load every kernel module once (lazy loading takes device memory
+  // on first launch) so that the measurements below see only the model.
+  {
+    auto w = o;
+    w.memory = {Plan::block::data.n_recompute, 1};
+    M m(T, w);
+    init(m, L, V);
+    batch(m, V, seqs, len);
+    m.forward_backward();
+  }
+  const double keep = static_cast<double>(M::predict_bytes(T, o).total());
+  o.memory = {Plan::block::data.n_recompute, L};
+  const double least = static_cast<double>(M::predict_bytes(T, o).total());
+  std::printf("predictions: Qwen2.5-0.5B shape, T = %d x %d: keep everything %.3f GiB, smallest plan %.3f GiB\n", seqs,
+              len, keep / kGiB, least / kGiB);
+  bool ok = least < keep;
+  for (double f : {1.0, 0.85, 0.7, 0.55, 0.0}) {
+    const double budget = least + f * (keep - least) + 1;
+    const auto c = M::choose_memory(T, len, options(L, V), budget);
+    auto oo = options(L, V);
+    oo.memory = c.policy;
+    SG_CUDA_CHECK(cudaDeviceSynchronize());
+    std::size_t free0 = 0, free1 = 0, total = 0;
+    SG_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
+    double measured = 0, counted = 0;
+    {
+      M m(T, oo);
+      init(m, L, V);
+      batch(m, V, seqs, len);
+      m.forward_backward();
+      SG_CUDA_CHECK(cudaDeviceSynchronize());
+      SG_CUDA_CHECK(cudaMemGetInfo(&free1, &total));
+      measured = static_cast<double>(free0) - static_cast<double>(free1);
+      counted = static_cast<double>(m.allocated_bytes());
+    }
+    const double err = measured / c.bytes - 1.0;
+    const bool pass = c.fits && c.bytes <= budget && counted == c.bytes && std::fabs(err) <= 0.05;
+    ok = ok && pass;
+    std::printf("  %s  budget %.3f GiB -> %s: predicted %.3f GiB, allocation counter %.3f GiB, measured on the "
+                "device %.3f GiB (%+.2f%%), predicted slowdown %.3fx\n",
+                pass ? "PASS" : "FAIL", budget / kGiB, M::memory_text(c.policy, L).c_str(), c.bytes / kGiB,
+                counted / kGiB, measured / kGiB, 100.0 * err, c.slowdown());
+  }
+  return ok;
+}
+
+}  // namespace
+
+int main() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
+    std::printf("no CUDA device: skipping\n");
+    return 77;
+  }
+  try {
+    bool ok = check_gradients();
+    ok = check_predictions() && ok;
+    std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
+    return ok ? 0 : 1;
+  } catch (const std::exception& e) {
+    std::printf("error: %s\n", e.what());
+    return 1;
+  }
+}
