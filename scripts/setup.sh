@@ -12,6 +12,8 @@ pkgs=(
   libfmt-dev           # formatting of explain() and error messages
   zlib1g-dev           # gzip: the vendored tokenizer.json.gz is read with zlib
   libicu-dev           # tokenizer: Unicode categories and NFC normalization
+  libyaml-cpp-dev      # finetune --config run.yaml
+  libxml2-utils        # tests: xmllint parses the SVG of training.html
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
