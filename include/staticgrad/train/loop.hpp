@@ -152,12 +152,11 @@ class training_loop {
     init_lora(adapter_, b_.config(), o_.seed);
     b_.set_adapter(adapter_);
     if (!o_.resume.empty()) resume();
+    const std::int64_t taken = state_.epoch_batches;
     open_loader(state_.epoch);
-    for (std::int64_t k = 0; k < state_.epoch_batches; ++k) {  // replay the data position
-      io::batch skip;
+    for (io::batch skip; state_.epoch_batches < taken; ++state_.epoch_batches)  // replay the data position
       require(loader_->next(skip), "the training data changed: the checkpoint's position is past its end",
               {files_.front(), "--resume", {}});
-    }
     if (writes) write_metrics(o_.out / "metrics.jsonl", history_);
     live_ = o_.log == &std::cout && o_.log_every == 0 && ::isatty(STDOUT_FILENO);
     t_start_ = t_run_ = std::chrono::steady_clock::now();
