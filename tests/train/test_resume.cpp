@@ -143,9 +143,11 @@ TEST_CASE("resume: a kill -9 from outside at an arbitrary moment") {
   if (!have_tool()) return;
   REQUIRE(!uninterrupted().adapter.empty());
   const auto out = scratch("kill_outside");
-  // The tool in the background, killed after a moment (wherever it is: loading, a step, a write).
-  const auto r = test::run_command("'" + tool + "' " + finetune_args(out) +
-                                   " > /dev/null 2>&1 & pid=$!; sleep 0.25; kill -9 $pid; wait $pid; echo $?");
+  // The tool in the background, killed a few milliseconds after its first
+  // checkpoint appears (wherever it then is: a step, a write, the end).
+  const std::string first = (out / "checkpoint-2").string();
+  const auto r = test::run_command("'" + tool + "' " + finetune_args(out) + " > /dev/null 2>&1 & pid=$!; for i in $(seq 2000); do [ -d '" + first +
+                                   "' ] && break; sleep 0.005; done; sleep 0.0$(( $$ % 3 ))5; kill -9 $pid; wait $pid; echo $?");
   MESSAGE("exit status of the killed run: " << r.out);
   if (train::list_checkpoints(out).empty()) {
     MESSAGE("killed before the first checkpoint: nothing to resume from");
