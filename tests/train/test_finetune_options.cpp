@@ -232,3 +232,26 @@ TEST_CASE("finetune --config: YAML keys are the long flag names, flags win, OUT/
   CHECK(r.rc == 1);
   CHECK(r.out.find("bad2.yaml") != std::string::npos);
 }
+
+TEST_CASE("finetune on a terminal: one live progress line; --log-every N: plain lines every N steps") {
+  if (!have_tool()) return;
+  if (std::system("command -v script > /dev/null 2>&1") != 0) {
+    MESSAGE("util-linux `script` (a pseudo-terminal) not installed: skipped");
+    return;
+  }
+  auto out = scratch("tty");
+  // `script` runs the tool on a pseudo-terminal: standard output is a tty.
+  auto r = test::run_command("script -qec \"'" + tool + "' " + base(out) + small + " --steps 5\" /dev/null");
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("\r\033[Kstep 5/5  epoch 5  loss ") != std::string::npos);  // rewritten in place
+  CHECK(r.out.find("ETA ") != std::string::npos);
+  CHECK(r.out.find("step 3/5  loss") == std::string::npos);  // no plain lines
+  out = scratch("log_every");
+  r = test::run_command("script -qec \"'" + tool + "' " + base(out) + small + " --steps 5 --log-every 2\" /dev/null");
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("step 2/5  loss") != std::string::npos);
+  CHECK(r.out.find("step 3/5  loss") == std::string::npos);
+  CHECK(r.out.find("step 4/5  loss") != std::string::npos);
+  CHECK(r.out.find("step 5/5  loss") != std::string::npos);  // the last step always
+}

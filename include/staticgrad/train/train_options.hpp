@@ -75,11 +75,14 @@ inline void check_options(const train_options& o, const io::hf_config* model = n
           "got " + std::to_string(o.batch_tokens) + "; a micro-batch holds at most " +
               std::to_string(io::data_loader::max_batch_tokens) + " tokens",
           flag("--batch-tokens"));
-  io::require_fits_memory(std::uint64_t(rows * o.max_len) * 64u, "a micro-batch of " + std::to_string(rows * o.max_len) +
-                                                                  " tokens (token arrays and the smallest activations)",
-                          flag("--batch-tokens"));
   require(o.grad_accum >= 1 && o.grad_accum <= 1 << 20,
           "got " + std::to_string(o.grad_accum) + "; expected [1, 1048576]", flag("--grad-accum"));
+  // The step's micro-batches are held together (ids, labels, positions: 12 bytes a token),
+  // and the smallest activations take ~64 bytes a token more: refuse what cannot fit.
+  io::require_fits_memory(std::uint64_t(rows * o.max_len) * (64u + 12u * std::uint64_t(o.grad_accum)),
+                          "a step of " + std::to_string(o.grad_accum) + " micro-batches of " +
+                              std::to_string(rows * o.max_len) + " tokens",
+                          flag("--batch-tokens"));
   require(o.warmup_steps >= 0, "got " + std::to_string(o.warmup_steps) + "; expected at least 0", flag("--warmup-steps"));
   finite_in(o.warmup_ratio, 0, 1, false, "--warmup-ratio", "a fraction in [0, 1]");
   require(o.warmup_steps == 0 || o.warmup_ratio == 0, "give --warmup-steps or --warmup-ratio, not both",
