@@ -255,3 +255,22 @@ TEST_CASE("finetune on a terminal: one live progress line; --log-every N: plain 
   CHECK(r.out.find("step 4/5  loss") != std::string::npos);
   CHECK(r.out.find("step 5/5  loss") != std::string::npos);  // the last step always
 }
+
+TEST_CASE("finetune --early-stopping-patience: stops after P evaluations without a new best") {
+  if (!have_tool()) return;
+  // lr 1e-30 moves B by ~1e-30: far below f32 resolution of the outputs, so the
+  // eval loss stays exactly the first one (no new best): evals 2 and 3 fail to improve.
+  const auto out = scratch("early");
+  const std::string d = fixture.string();
+  const auto r = run(base(out) + small + " --steps 10 --lr 1e-30 --eval-data " + d +
+                     "/data.jsonl --eval-every 1 --early-stopping-patience 2");
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK(r.out.find("early stopping: no new best eval loss in 2 evaluations") != std::string::npos);
+  CHECK(r.out.find("after 3 steps (early stopping)") != std::string::npos);
+  const auto rows = train::read_metrics(out / "metrics.jsonl", 1 << 30);
+  REQUIRE(rows.size() == 3);
+  CHECK(rows[1].eval_loss == rows[0].eval_loss);
+  CHECK(rows[2].eval_loss == rows[0].eval_loss);
+  CHECK(fs::exists(out / "adapter_model.safetensors"));
+}

@@ -76,7 +76,9 @@ class cuda_backend final : public backend {
     load_weights(model_dir);
     hp_.lr = optim.lr, hp_.beta1 = optim.beta1, hp_.beta2 = optim.beta2, hp_.eps = optim.eps;
     hp_.weight_decay = optim.weight_decay, hp_.max_grad_norm = optim.max_grad_norm;
-    set_adapter(io::make_lora_adapter(lora, cfg_));
+    upload_flat(model_->lora_params(), io::make_lora_adapter(lora, cfg_));
+    model_->sync_lora_bf16(true);  // also zeroes AdamW's m, v (fresh device memory is not)
+    model_->synchronize();
   }
 
   model_t& model() { return *model_; }
@@ -124,7 +126,9 @@ class cuda_backend final : public backend {
   }
 
   std::string first_non_finite() override {
-    return describe_first_non_finite(download_flat(model_->lora_grads(), "gradient", false), adapter());
+    // Unchecked downloads: a NaN spreads into the untargeted slots too (0 * NaN), which must not hide the report.
+    return describe_first_non_finite(download_flat(model_->lora_grads(), "gradient", false),
+                                     download_flat(model_->lora_params(), "value", false));
   }
   std::uint64_t memory_bytes() override { return model_->allocated_bytes(); }
 
