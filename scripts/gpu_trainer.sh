@@ -11,11 +11,19 @@
 #
 #   bash scripts/gpu_trainer.sh BUNDLE    (default .dev/trainer)
 #
-# BUNDLE/bin: staticgrad and gpu_test_finetune_cuda (stripped, sm_90a);
-# BUNDLE/lib: libcudart.so.13 (cuBLASLt comes from the machine's image);
-# BUNDLE/share/staticgrad/qwen2-tokenizer and BUNDLE/data/qwen2-tokenizer: the vendored tokenizer.
+# BUNDLE/bin: staticgrad and gpu_test_finetune_cuda (stripped, sm_90a; large
+# files may be carried xz-compressed as NAME.xz and are unpacked here);
+# BUNDLE/lib: libcudart.so.13, libfmt, ICU, yaml-cpp, zlib of the dev box
+# (cuBLASLt comes from the machine's image); BUNDLE/share/staticgrad/qwen2-tokenizer:
+# the vendored tokenizer (the tool finds it next to its binary; the test reads data/).
 set -u
 B=$(cd "${1:-.dev/trainer}" && pwd)
+for z in "$B"/bin/*.xz "$B"/lib/*.xz; do
+  [ -e "$z" ] && [ ! -e "${z%.xz}" ] || continue
+  xz -dk "$z" 2>/dev/null || python3 -c 'import lzma, sys; open(sys.argv[1][:-3], "wb").write(lzma.open(sys.argv[1]).read())' "$z"
+  case "$z" in */bin/*) chmod +x "${z%.xz}" ;; esac
+done
+mkdir -p "$B/data" && ln -sfn ../share/staticgrad/qwen2-tokenizer "$B/data/qwen2-tokenizer"
 OUT=${OUT:-/tmp/gpu_trainer}
 mkdir -p "$OUT"
 cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(os.path.dirname(nvidia.cublas.__file__), "lib"))' 2>/dev/null)
@@ -24,7 +32,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 cd "$B"
 status=0
 verdict() {  # name rc
-  if [ "$2" -eq 0 ]; then echo "PASS $1"; else echo "FAIL $1 (rc $2)"; status=1; fi
+  if [ "$2" -eq 0 ]; then echo "PASS $1"; elif [ "$2" -eq 77 ]; then echo "SKIP $1 (no CUDA device)"; status=1; else echo "FAIL $1 (rc $2)"; status=1; fi
 }
 W="$OUT/work"
 STATICGRAD_FINETUNE_DIR="$W" timeout 600 ./bin/gpu_test_finetune_cuda ./bin/staticgrad > "$OUT/test_finetune_cuda.log" 2>&1
