@@ -13,6 +13,8 @@ pkgs=(
   zlib1g-dev           # gzip: the vendored tokenizer.json.gz is read with zlib
   libicu-dev           # tokenizer: Unicode categories and NFC normalization
   clang-14 libclang-rt-14-dev  # libFuzzer harnesses (tests/fuzz; -fsanitize=fuzzer needs clang's runtime)
+  libyaml-cpp-dev      # finetune --config run.yaml
+  libxml2-utils        # tests: xmllint parses the SVG of training.html
 )
 missing=()
 for p in "${pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

@@ -1,8 +1,8 @@
 // `staticgrad finetune --device cuda`: picks the CUDA plan matching the
 // checkpoint's block shape (models::gpu_shapes: every Qwen2.5 size, one
 // generated plan each; the dispatch is models::dispatch_shape over them) and
-// runs train::cuda_trainer (include/staticgrad/train/cuda_trainer.cuh) in that
-// plan's translation unit (finetune_cuda_run.cuh, finetune_cuda_plan.cu.in).
+// builds its train::cuda_backend (include/staticgrad/train/cuda_backend.cuh) in
+// that plan's translation unit (finetune_cuda_run.cuh, finetune_cuda_plan.cu.in).
 #include <cuda_runtime.h>
 
 #include <filesystem>
@@ -18,28 +18,28 @@ namespace staticgrad::cli {
 
 // Defined in finetune_cuda_run.cuh, instantiated once per plan in its own TU.
 template <class Model>
-int run_finetune_plan(const finetune_request& r);
+std::unique_ptr<train::backend> make_cuda_backend_plan(const cuda_backend_request& r);
 
 bool have_cuda_finetune() { return true; }
 
-int run_finetune_cuda(const finetune_request& r) {
+std::unique_ptr<train::backend> make_cuda_backend(const cuda_backend_request& r) {
   const std::filesystem::path dir(r.model);
   const std::string cfg_file = (dir / "config.json").string();
   const auto cfg = io::read_hf_config(dir);
-  // Options the GPU trainer refuses (cuda_trainer checks them too), before the device.
-  require(r.train.lora.lora_dropout == 0,
+  // What the GPU backend refuses, before the device (cuda_backend checks it too).
+  require(r.lora.lora_dropout == 0,
           "--lora-dropout > 0 is not implemented on CUDA (use --device cpu, or --lora-dropout 0)",
           {"", "--lora-dropout", {}});
   // The shape is checked before anything touches the device (the error lists every CUDA shape).
-  auto run = [&]<class Shape>() -> int {
+  auto make = [&]<class Shape>() -> std::unique_ptr<train::backend> {
     int n = 0;
     const cudaError_t e = cudaGetDeviceCount(&n);
     if (e != cudaSuccess || n == 0)
       throw error(std::string("--device cuda: no usable CUDA device (") +
                   (e != cudaSuccess ? cudaGetErrorString(e) : "0 devices") + "); use --device cpu");
-    return run_finetune_plan<typename cuda::plan_of<Shape>::type>(r);
+    return make_cuda_backend_plan<typename cuda::plan_of<Shape>::type>(r);
   };
-  return models::dispatch_shape(cfg, cfg_file, run, models::gpu_shapes{});
+  return models::dispatch_shape(cfg, cfg_file, make, models::gpu_shapes{});
 }
 
 }  // namespace staticgrad::cli

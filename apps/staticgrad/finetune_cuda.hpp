@@ -1,28 +1,33 @@
 #pragma once
-// `staticgrad finetune --device cuda`: the boundary between the CLI (host C++,
-// cmd_model.cpp, which instantiates the CPU models) and the CUDA trainer
-// (finetune_cuda.cu, compiled by nvcc only when STATICGRAD_CUDA is ON; nvcc
-// cannot include the CPU model headers, so only this plain struct crosses).
+// `staticgrad finetune --device cuda`: the boundary between the host C++ of
+// the CLI and the training loop (g++) and the CUDA backend
+// (include/staticgrad/train/cuda_backend.cuh, compiled by nvcc in
+// finetune_cuda.cu and one finetune_cuda_<plan>.cu per plan when
+// STATICGRAD_CUDA is ON). nvcc cannot include the CPU model headers; what
+// crosses is this plain request and the train::backend interface.
+#include <cstdint>
+#include <memory>
 #include <string>
-#include <vector>
 
-#include "staticgrad/train/train_options.hpp"
+#include "staticgrad/io/peft_adapter.hpp"
+#include "staticgrad/train/adamw.hpp"
+#include "staticgrad/train/backend.hpp"
 
 namespace staticgrad::cli {
 
-struct finetune_request {
-  std::string model;      // Hugging Face checkpoint directory
-  std::vector<std::string> data;  // JSONL training data files
-  std::string tokenizer;  // for text lines
-  train::train_options train;
+struct cuda_backend_request {
+  std::string model;  // Hugging Face checkpoint directory
+  io::lora_config lora;
+  train::adamw_options optim;
+  std::int64_t tokens = 0;  // T: rows * max_len, the static batch size
 };
 
 // Whether this build has the CUDA backend (finetune_cuda.cu was compiled in).
 bool have_cuda_finetune();
 
-// Runs the whole fine-tuning on the GPU (prints the same lines as the CPU
-// path, writes the adapter). Throws staticgrad::error (no device, unsupported
-// block shape, lora_dropout > 0, grad_accum > 1, data errors). Returns 0.
-int run_finetune_cuda(const finetune_request& r);
+// The GPU model step of the checkpoint's shape, weights uploaded. Throws
+// staticgrad::error (no backend in this build, no device, unsupported block
+// shape, lora_dropout > 0, not enough device memory).
+std::unique_ptr<train::backend> make_cuda_backend(const cuda_backend_request& r);
 
 }  // namespace staticgrad::cli

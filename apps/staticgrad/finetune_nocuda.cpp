@@ -1,5 +1,5 @@
 // `staticgrad finetune --device cuda` in a build without the CUDA backend
-// (STATICGRAD_CUDA OFF): a clear error instead of the GPU trainer.
+// (STATICGRAD_CUDA OFF): a clear error instead of the GPU backend.
 #include "finetune_cuda.hpp"
 #include "staticgrad/core/error.hpp"
 
@@ -7,7 +7,7 @@ namespace staticgrad::cli {
 
 bool have_cuda_finetune() { return false; }
 
-int run_finetune_cuda(const finetune_request&) {
+std::unique_ptr<train::backend> make_cuda_backend(const cuda_backend_request&) {
   throw error("--device cuda: this build has no CUDA backend; configure with nvcc available (cmake --preset default)",
               {"", "--device", {}});
 }

@@ -19,7 +19,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help and --version exit 0; every usage error (a bad value such as
+    // `--lr abc`, a missing or unknown option) exits 1, not CLI11's own codes.
+    return app.exit(e) == 0 ? 0 : 1;
   }
   try {
     for (auto* sub : app.get_subcommands()) return runners.at(sub->get_name())();

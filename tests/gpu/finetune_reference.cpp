@@ -9,7 +9,9 @@
 // (8 rows of 64: every row holds one 40-token sequence, the GPU pads each batch
 // to T = 512 with a padding segment); LoRA r 8, alpha 16 on q_proj, v_proj and
 // down_proj only (the other four are held at 0 on the GPU), 6 steps, lr 1e-3,
-// cosine schedule, max_grad_norm 1, seed 3.
+// cosine schedule, max_grad_norm 1, seed 3; the eval loss of the same data
+// every 3 steps; then a GPU run killed after step 4 and resumed from its
+// checkpoint-3 against the uninterrupted GPU run.
 //
 // Tolerances:
 //  - per-step loss, GPU vs CPU: 2e-2 relative. The GPU runs bf16 weights and
@@ -33,6 +35,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -102,18 +105,20 @@ std::string slurp(const fs::path& p) {
   return ss.str();
 }
 
-// The loss of every "step k/N  loss X ..." line.
-std::vector<double> losses(const std::string& log) {
+// The number after `key` on every line starting with `prefix`
+// ("step k/N  loss X ...", "eval step k/N  eval_loss X ...").
+std::vector<double> values(const std::string& log, const char* prefix = "step ", const char* key = "loss ") {
   std::vector<double> v;
   std::istringstream in(log);
   std::string line;
   while (std::getline(in, line)) {
-    if (line.rfind("step ", 0) != 0) continue;
-    const auto k = line.find("loss ");
-    if (k != std::string::npos) v.push_back(std::strtod(line.c_str() + k + 5, nullptr));
+    if (line.rfind(prefix, 0) != 0) continue;
+    const auto k = line.find(key);
+    if (k != std::string::npos) v.push_back(std::strtod(line.c_str() + k + std::strlen(key), nullptr));
   }
   return v;
 }
+std::vector<double> losses(const std::string& log) { return values(log); }
 
 int run(const std::string& cmd, const fs::path& log) {
   const std::string full = cmd + " > '" + log.string() + "' 2>&1";
@@ -145,7 +150,11 @@ double rel(const io::lora_adapter& a, const io::lora_adapter& b, const io::lora_
 
 int finetune_cuda_check(const char* tool) {
   try {
-    const fs::path dir = fs::temp_directory_path() / ("sg_finetune_cuda_" + std::to_string(std::random_device{}()));
+    // $STATICGRAD_FINETUNE_DIR: work there and keep the files (scripts/gpu_trainer.sh reuses the checkpoint).
+    const char* keep = std::getenv("STATICGRAD_FINETUNE_DIR");
+    const fs::path dir = keep ? fs::path(keep)
+                              : fs::temp_directory_path() / ("sg_finetune_cuda_" + std::to_string(std::random_device{}()));
+    if (keep) fs::remove_all(dir);
     fs::create_directories(dir);
     const auto cfg = write_checkpoint(dir / "model");
     train::demo_task task;
@@ -159,7 +168,8 @@ int finetune_cuda_check(const char* tool) {
                                "' --model '" + (dir / "model").string() +
                                "' --data '" + (dir / "data.jsonl").string() +
                                "' --steps 6 --batch-tokens 512 --max-len 64 --lr 1e-3 --lora-r 8 --lora-alpha 16 "
-                               "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1";
+                               "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1 --eval-data '" +
+                               (dir / "data.jsonl").string() + "' --eval-every 3";
     int fails = 0;
     auto check = [&](bool ok, const std::string& what) {
       std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what.c_str());
@@ -186,6 +196,15 @@ int finetune_cuda_check(const char* tool) {
     check(worst < 2e-2, "per-step losses agree to 2e-2 relative (worst " + std::to_string(worst) + ")");
     check(lg.back() < lg.front(), "the GPU loss decreases (" + std::to_string(lg.front()) + " -> " +
                                       std::to_string(lg.back()) + ")");
+    // Evaluation (the chunked head on both devices): at steps 3 and 6.
+    const auto eg = values(slurp(dir / "gpu.log"), "eval step ", "eval_loss "),
+               ec = values(slurp(dir / "cpu.log"), "eval step ", "eval_loss ");
+    check(eg.size() == 2 && ec.size() == 2, "two eval lines each");
+    for (std::size_t i = 0; i < std::min(eg.size(), ec.size()); ++i) {
+      const double r = std::abs(eg[i] - ec[i]) / std::abs(ec[i]);
+      std::printf("  eval %zu  gpu %.6f  cpu %.6f  rel %.2e\n", i + 1, eg[i], ec[i], r);
+      check(r < 2e-2, "eval loss GPU vs CPU within 2e-2 relative");
+    }
     const auto ag = io::read_peft_adapter(dir / "gpu", cfg), ac = io::read_peft_adapter(dir / "cpu", cfg);
     check(ag.config.target_modules == ac.config.target_modules && ag.config.r == ac.config.r,
           "the adapters have the same config");
@@ -195,7 +214,31 @@ int finetune_cuda_check(const char* tool) {
     check(r_all < 5e-2, "adapter GPU vs CPU, relative Frobenius " + std::to_string(r_all) + " < 5e-2");
     check(r_upd < 0.5, "update (adapter - init) GPU vs CPU, relative Frobenius " + std::to_string(r_upd) + " < 0.5");
     check(rel(init, ac, nullptr) > 1e-3, "the CPU adapter moved away from its init");
-    if (!fails) fs::remove_all(dir);
+    // Resume on the GPU: a run killed (SIGKILL) after step 4, resumed from its
+    // checkpoint-3, ends where the uninterrupted GPU run ended: the same
+    // weights, moments, step and data; only bf16 / reduction-order noise may
+    // differ, so the bf16 tolerance of the CPU comparison (5e-2) bounds it.
+    const int rc_kill = run("STATICGRAD_CRASH_AT=step@4 " + common + " --device cuda --save-every 3 --out '" +
+                                (dir / "gpu_resume").string() + "'",
+                            dir / "kill.log");
+    check(rc_kill != 0 && fs::exists(dir / "gpu_resume" / "checkpoint-3" / "trainer_state.json"),
+          "the killed GPU run left checkpoint-3");
+    const int rc_res = run(common + " --device cuda --save-every 3 --out '" + (dir / "gpu_resume").string() +
+                               "' --resume '" + (dir / "gpu_resume").string() + "'",
+                           dir / "resume.log");
+    check(rc_res == 0, "the GPU run resumes from checkpoint-3");
+    if (rc_res == 0) {
+      const auto ar = io::read_peft_adapter(dir / "gpu_resume", cfg);
+      const double r_res = rel(ar, ag, nullptr), r_res_upd = rel(ar, ag, &init);
+      std::printf("  resumed vs uninterrupted GPU: adapter %.3e, update %.3e (relative Frobenius)\n", r_res, r_res_upd);
+      check(r_res < 5e-2, "resumed GPU adapter vs uninterrupted, relative Frobenius " + std::to_string(r_res) + " < 5e-2");
+      const auto lr = losses(slurp(dir / "resume.log"));
+      check(lr.size() == 3, "the resumed run ran steps 4..6");
+      for (std::size_t i = 0; i < lr.size() && i + 3 < lg.size(); ++i)
+        check(std::abs(lr[i] - lg[i + 3]) / std::abs(lg[i + 3]) < 2e-2, "resumed step " + std::to_string(i + 4) +
+                                                                           " loss within 2e-2 of the uninterrupted GPU run");
+    }
+    if (!fails && !keep) fs::remove_all(dir);
     else std::printf("files kept in %s\n", dir.string().c_str());
     std::printf("%s\n", fails ? "FAILED" : "PASSED");
     return fails ? 1 : 0;

@@ -89,6 +89,14 @@ class adamw {
 
   const adamw_options& options() const { return o_; }
   std::int64_t steps() const { return t_; }
+  // The state, for checkpoints: t and the moments of tensor i (empty before the first step).
+  const std::vector<std::vector<float>>& exp_avg() const { return m_; }
+  const std::vector<std::vector<float>>& exp_avg_sq() const { return v_; }
+  // Restores a saved state (resume): the next step() continues from update t + 1.
+  void restore(std::int64_t t, std::vector<std::vector<float>> m, std::vector<std::vector<float>> v) {
+    require(t >= 0 && m.size() == v.size(), "adamw: inconsistent saved state");
+    t_ = t, m_ = std::move(m), v_ = std::move(v);
+  }
 
   // One update of tensors[i] with grads[i] at learning rate `lr` (the
   // schedule's value for this step). Tensor i keeps its state slot i.
@@ -148,6 +156,7 @@ class adamw_lora {
     return norm;
   }
   const adamw& optimizer() const { return opt_; }
+  adamw& optimizer() { return opt_; }
 
  private:
   adamw opt_;

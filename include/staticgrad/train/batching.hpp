@@ -14,17 +14,18 @@
 
 #include "staticgrad/backend/cpu/segments.hpp"
 #include "staticgrad/io/dataset.hpp"
-#include "staticgrad/models/qwen2_model.hpp"
+#include "staticgrad/train/backend.hpp"
 
 namespace staticgrad::train {
 
-struct packed_batch {
-  std::vector<std::int32_t> input_ids, labels;  // [T]
-  cpu::owned_layout layout;                     // positions [T], seq_start [S+1]
-  std::int64_t counted = 0;                     // tokens whose shifted label counts
-  std::int64_t tokens() const { return std::int64_t(input_ids.size()); }
-  models::batch_view view() const { return {input_ids, labels, layout.view()}; }
-};
+// The CPU model's layout of a batch: positions [T], seq_start [S+1].
+inline cpu::owned_layout cpu_layout(const token_batch& b) {
+  cpu::owned_layout l;
+  l.positions = b.positions;
+  l.seq_start.assign(1, 0);
+  for (auto n : b.seq_lens) l.seq_start.push_back(l.seq_start.back() + n);
+  return l;
+}
 
 // Counted targets of one segment [s, e): labels[s+1 .. e) != -100.
 inline std::int64_t counted_targets(const std::int32_t* labels, std::int64_t s, std::int64_t e) {
@@ -36,7 +37,7 @@ inline std::int64_t counted_targets(const std::int32_t* labels, std::int64_t s, 
 // Appends one sequence (positions 0..n-1) unless it has nothing to count.
 // Every id must be below `vocab` (the model's embedding rows); `where` names
 // the data for the error.
-inline void append_sequence(packed_batch& b, const std::int32_t* ids, const std::int32_t* labels,
+inline void append_sequence(token_batch& b, const std::int32_t* ids, const std::int32_t* labels,
                             const std::int32_t* positions, std::int64_t n, std::int64_t vocab,
                             const std::string& where) {
   const std::int64_t k = counted_targets(labels, 0, n);
@@ -46,16 +47,15 @@ inline void append_sequence(packed_batch& b, const std::int32_t* ids, const std:
             "token id " + std::to_string(ids[t]) + " is outside the model's vocabulary (vocab_size " +
                 std::to_string(vocab) + ")",
             {where, "input_ids", std::nullopt});
-  if (b.layout.seq_start.empty()) b.layout.seq_start.push_back(0);
   b.input_ids.insert(b.input_ids.end(), ids, ids + n);
   b.labels.insert(b.labels.end(), labels, labels + n);
-  for (std::int64_t t = 0; t < n; ++t) b.layout.positions.push_back(positions ? positions[t] : std::int32_t(t));
-  b.layout.seq_start.push_back(std::int32_t(b.input_ids.size()));
+  for (std::int64_t t = 0; t < n; ++t) b.positions.push_back(positions ? positions[t] : std::int32_t(t));
+  b.seq_lens.push_back(std::int32_t(n));
   b.counted += k;
 }
 
-inline packed_batch pack_loader_batch(const io::batch& in, std::int64_t vocab, const std::string& where) {
-  packed_batch b;
+inline token_batch pack_loader_batch(const io::batch& in, std::int64_t vocab, const std::string& where) {
+  token_batch b;
   for (std::size_t s = 0; s + 1 < in.cu_seqlens.size(); ++s) {
     const std::int64_t from = in.cu_seqlens[s], to = in.cu_seqlens[s + 1];
     append_sequence(b, in.input_ids.data() + from, in.labels.data() + from, in.positions.data() + from, to - from,

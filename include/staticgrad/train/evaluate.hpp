@@ -58,13 +58,14 @@ file_loss evaluate_file(Model& model, const std::vector<file_example>& xs, const
   for (const auto& x : xs)
     total += counted_targets(x.ex.labels.data(), 0, std::int64_t(x.ex.labels.size()));
   require(total > 0, "no line has a label to count (every label is -100 after the shift)", {file, "labels", {}});
-  packed_batch b;
+  token_batch b;
   auto flush = [&] {
     if (b.input_ids.empty()) return;
-    const auto r = model.step(b.view(), backward, 1.0 / double(total));
+    const auto layout = cpu_layout(b);
+    const auto r = model.step({b.input_ids, b.labels, layout.view()}, backward, 1.0 / double(total));
     res.loss_sum += r.loss_sum;
     res.tokens += r.counted;
-    b = packed_batch{};
+    b = token_batch{};
   };
   for (const auto& x : xs) {
     const std::int64_t n = std::int64_t(x.ex.input_ids.size());

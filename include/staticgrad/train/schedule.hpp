@@ -24,7 +24,7 @@ inline schedule_kind parse_schedule(const std::string& s) {
   if (s == "constant") return schedule_kind::constant;
   if (s == "cosine") return schedule_kind::cosine;
   if (s == "linear") return schedule_kind::linear;
-  throw error("unknown schedule \"" + s + "\" (expected constant, cosine or linear)", {"", "schedule", {}});
+  throw error("unknown schedule \"" + s + "\" (expected constant, cosine or linear)", {"", "--schedule", {}});
 }
 
 struct lr_schedule {
