@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "staticgrad/backend/cuda/model_step.cuh"
+#include "staticgrad/backend/cuda/random_fill.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
 #include "staticgrad/plans/qwen2_1_5b.cuh"
 #include "staticgrad/plans/qwen2_3b.cuh"
@@ -56,21 +57,10 @@ struct memory_request {
 };
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
-// Deterministic uniform values with standard deviation `std` around `mean`.
-template <class T>
-__global__ void fill_kernel(T* p, std::int64_t n, float mean, float std, std::uint32_t seed) {
-  for (std::int64_t i = blockIdx.x * static_cast<std::int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<std::int64_t>(gridDim.x) * blockDim.x) {
-    std::uint32_t h = static_cast<std::uint32_t>(i) * 2654435761u ^ seed;
-    h ^= h >> 16, h *= 0x7feb352du, h ^= h >> 15, h *= 0x846ca68bu, h ^= h >> 16;
-    const float u = static_cast<float>(h) * (1.0f / 4294967296.0f) - 0.5f;  // uniform, std 1/sqrt(12)
-    p[i] = static_cast<T>(mean + std * 3.4641016f * u);
-  }
-}
+// Deterministic values with standard deviation `std` around `mean` (backend/cuda/random_fill.cuh).
 template <class T>
 void fill(T* p, std::size_t n, float mean, float std, std::uint32_t seed) {
-  fill_kernel<<<1024, 256>>>(p, static_cast<std::int64_t>(n), mean, std, seed);
-  SG_CUDA_CHECK(cudaGetLastError());
+  sc::random_fill(p, n, mean, std, seed);
 }
 
 struct result {

@@ -18,7 +18,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::have_tool;
 const fs::path fixtures = fs::path(STATICGRAD_SOURCE_DIR) / "tests" / "fixtures";
 
 using staticgrad::test::run_result;
@@ -47,12 +48,6 @@ nlohmann::json cases() {
   std::ifstream in(fixtures / "generate" / "cases.json");
   REQUIRE(in);
   return nlohmann::json::parse(in)["cases"];
-}
-
-bool have_tool() {
-  if (fs::exists(tool)) return true;
-  MESSAGE("staticgrad tool not built: skipped");
-  return false;
 }
 
 }  // namespace

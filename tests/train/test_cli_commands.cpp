@@ -24,7 +24,8 @@ namespace {
 
 using sgtest::rel_err;
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::have_tool;
 
 using staticgrad::test::run_result;
 
@@ -42,12 +43,6 @@ fs::path scratch(const std::string& name) {
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
-}
-
-bool have_tool() {
-  if (fs::exists(tool)) return true;
-  MESSAGE("staticgrad tool not built: skipped");
-  return false;
 }
 
 }  // namespace

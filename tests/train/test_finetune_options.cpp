@@ -24,7 +24,8 @@ using namespace staticgrad;
 
 namespace {
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::have_tool;
 const fs::path fixture = sg_fixtures::hf_fixture_dir("tied_v97_l1_r4_all7");
 
 test::run_result run(const std::string& args) { return test::run_command("'" + tool + "' " + args + " 2>&1"); }
@@ -42,12 +43,6 @@ std::string base(const fs::path& out) {
   return "finetune --model " + d + " --data " + d + "/data.jsonl --out " + out.string();
 }
 const std::string small = " --batch-tokens 128 --max-len 64 --lora-r 4 --target-modules q_proj,v_proj";
-
-bool have_tool() {
-  if (fs::exists(tool)) return true;
-  MESSAGE("staticgrad tool not built: skipped");
-  return false;
-}
 
 }  // namespace
 

@@ -31,7 +31,9 @@ using namespace staticgrad;
 
 namespace {
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::have_tool;
+using staticgrad::test::slurp;
 const std::string fixture = "tied_v97_l1_r4_all7";
 constexpr float nan_value = std::numeric_limits<float>::quiet_NaN();
 constexpr float inf_value = std::numeric_limits<float>::infinity();
@@ -43,13 +45,6 @@ fs::path scratch(const std::string& name) {
   fs::remove_all(p);
   fs::create_directories(p);
   return p;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  std::ostringstream s;
-  s << in.rdbuf();
-  return s.str();
 }
 
 // One value to put into a tensor: element `at` of tensor `name`.
@@ -97,12 +92,6 @@ fs::path copy_fixture(const std::string& name) {
   const auto dir = scratch(name);
   fs::copy(sg_fixtures::hf_fixture_dir(fixture), dir, fs::copy_options::recursive);
   return dir;
-}
-
-bool have_tool() {
-  if (fs::exists(tool)) return true;
-  MESSAGE("staticgrad tool not built: skipped");
-  return false;
 }
 
 bool mentions(const std::string& out, const std::string& what) { return out.find(what) != std::string::npos; }

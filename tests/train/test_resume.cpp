@@ -28,7 +28,9 @@ using namespace staticgrad;
 
 namespace {
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::have_tool;
+using staticgrad::test::slurp;
 
 test::run_result run(const std::string& env, const std::string& args) {
   return test::run_command(env + " '" + tool + "' " + args + " 2>&1");
@@ -39,13 +41,6 @@ fs::path scratch(const std::string& name) {
   fs::remove_all(p);
   fs::create_directories(p.parent_path());
   return p;
-}
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
 }
 
 const fs::path fixture = sg_fixtures::hf_fixture_dir("tied_v97_l1_r4_all7");
@@ -103,12 +98,6 @@ void resume_and_compare(const fs::path& out) {
   CHECK(slurp(out / "adapter_model.safetensors") == uninterrupted().adapter);  // bit for bit
   CHECK(deterministic_metrics(out) == uninterrupted().metrics);
   for (const auto& e : fs::directory_iterator(out)) CHECK(e.path().filename().string().rfind(".tmp", 0) != 0);
-}
-
-bool have_tool() {
-  if (fs::exists(tool)) return true;
-  MESSAGE("staticgrad tool not built: skipped");
-  return false;
 }
 
 }  // namespace

@@ -17,14 +17,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::slurp;
 
 std::vector<std::string> lines(const std::string& s) {
   std::vector<std::string> v;

@@ -25,14 +25,8 @@ using namespace staticgrad;
 
 namespace {
 
-const std::string tool = std::string(STATICGRAD_BINARY_DIR) + "/staticgrad";
-
-std::string slurp(const fs::path& p) {
-  std::ifstream f(p);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
+const std::string& tool = staticgrad::test::tool_path();
+using staticgrad::test::slurp;
 
 std::string attr(const std::string& tag, const std::string& name) {
   std::smatch m;
