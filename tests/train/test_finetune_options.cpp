@@ -13,6 +13,8 @@
 #include <sstream>
 
 #include "fixtures/hf/hf_fixture.hpp"
+#include <nlohmann/json.hpp>
+
 #include "staticgrad/io/peft_adapter.hpp"
 #include "staticgrad/io/safetensors.hpp"
 #include "staticgrad/io/safetensors_writer.hpp"
@@ -268,4 +270,28 @@ TEST_CASE("finetune --early-stopping-patience: stops after P evaluations without
   CHECK(rows[1].eval_loss == rows[0].eval_loss);
   CHECK(rows[2].eval_loss == rows[0].eval_loss);
   CHECK(fs::exists(out / "adapter_model.safetensors"));
+}
+
+TEST_CASE("finetune --early-stopping-patience: the adapter written is the best eval's, kept in OUT/best_adapter") {
+  if (!have_tool()) return;
+  // lr 0.3 overshoots on this fixture: the eval loss of step 2 is above step 1's,
+  // so patience 1 stops after step 2 with step 1 the best. --save-every 1 keeps
+  // both steps' adapters (checkpoint-1, checkpoint-2) to compare against.
+  const auto out = scratch("early_best");
+  const std::string d = fixture.string();
+  const auto r = run(base(out) + small + " --steps 12 --lr 0.3 --eval-data " + d +
+                     "/data.jsonl --eval-every 1 --early-stopping-patience 1 --save-every 1");
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  const auto rows = train::read_metrics(out / "metrics.jsonl", 1 << 30);
+  REQUIRE(rows.size() == 2);
+  REQUIRE(rows[1].eval_loss > rows[0].eval_loss);
+  CHECK(r.out.find("the adapter written is the best eval's: step 1") != std::string::npos);
+  const auto best = nlohmann::json::parse(test::slurp(out / "best_adapter" / "best.json"));
+  CHECK(best.at("step").get<int>() == 1);
+  CHECK(best.at("eval_loss").get<double>() == doctest::Approx(rows[0].eval_loss).epsilon(1e-12));
+  const auto final_bytes = test::slurp(out / "adapter_model.safetensors");
+  CHECK(final_bytes == test::slurp(out / "best_adapter" / "adapter_model.safetensors"));
+  CHECK(final_bytes == test::slurp(out / "checkpoint-1" / "adapter_model.safetensors"));
+  CHECK(final_bytes != test::slurp(out / "checkpoint-2" / "adapter_model.safetensors"));
 }

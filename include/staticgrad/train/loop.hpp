@@ -30,6 +30,7 @@
 #include <filesystem>
 #include <iostream>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -173,7 +174,7 @@ class training_loop {
       if (o_.eval_every > 0 && rec.step % o_.eval_every == 0) {
         rec.eval_loss = evaluate(rec.step);
         evaluated_last = true;
-        res.early_stopped = note_eval(rec.eval_loss);
+        res.early_stopped = note_eval(rec.eval_loss, rec.step);
       }
       history_.push_back(rec);
       res.steps.push_back(rec);
@@ -199,6 +200,7 @@ class training_loop {
     }
     if (!eval_.empty() && !evaluated_last && state_.step > first_step_) {
       res.final_eval_loss = evaluate(state_.step);
+      note_eval(res.final_eval_loss, state_.step);
       history_.back().eval_loss = res.final_eval_loss;
       res.steps.back().eval_loss = res.final_eval_loss;
       if (writes) write_metrics(o_.out / "metrics.jsonl", history_);
@@ -206,6 +208,12 @@ class training_loop {
       res.final_eval_loss = history_.back().eval_loss;
     }
     adapter_ = b_.adapter();
+    if (o_.early_stopping_patience > 0 && state_.best_step > 0 && state_.best_step != state_.step) {
+      // As transformers' EarlyStoppingCallback with load_best_model_at_end: the adapter of the best eval.
+      adapter_ = best_adapter();
+      log_line(fmt::format("the adapter written is the best eval's: step {}, eval loss {:.4f} (the last step's "
+                           "was {})", state_.best_step, state_.best_eval, state_.step));
+    }
     if (writes) {
       write_final_adapter();
       write_page();
@@ -347,16 +355,34 @@ class training_loop {
     return last_eval_;
   }
 
-  // Returns true when early stopping ends the run.
-  bool note_eval(double loss) {
+  // Records an eval; a new best keeps its adapter (in memory, and in
+  // OUT/best_adapter when writing). Returns true when early stopping ends the run.
+  bool note_eval(double loss, std::int64_t step) {
     if (state_.evals == 0 || loss < state_.best_eval) {
       state_.best_eval = loss;
+      state_.best_step = step;
       state_.evals_without_improvement = 0;
+      best_ = b_.adapter();
+      if (!o_.out.empty()) write_best_adapter(o_.out, *best_, b_.config(), step, loss);
     } else {
       ++state_.evals_without_improvement;
     }
     ++state_.evals;
     return o_.early_stopping_patience > 0 && state_.evals_without_improvement >= o_.early_stopping_patience;
+  }
+
+  // The best eval's adapter: kept since it was found, or (a resumed run) read from OUT/best_adapter.
+  io::lora_adapter best_adapter() {
+    if (best_) return *best_;
+    const auto dir = o_.out / best_adapter_dir;
+    require(!o_.out.empty() && std::filesystem::exists(dir / "adapter_config.json"),
+            "the best eval's adapter (step " + std::to_string(state_.best_step) + ") is not in the output directory",
+            {dir.string(), "--early-stopping-patience", {}});
+    const auto best = nlohmann::json::parse(io::read_text_file((dir / "best.json").string()), nullptr, false);
+    require(best.is_object() && best.value("step", std::int64_t{-1}) == state_.best_step,
+            "best.json does not name the best eval's step " + std::to_string(state_.best_step),
+            {(dir / "best.json").string(), "step", {}});
+    return io::read_peft_adapter(dir, b_.config());
   }
 
   // What a resumed run must repeat, by flag name.
@@ -432,6 +458,7 @@ class training_loop {
   train_options o_;
   lr_schedule sched_;
   io::lora_adapter adapter_;
+  std::optional<io::lora_adapter> best_;  // the best eval's adapter, once this process has seen it
   std::unique_ptr<io::data_loader> loader_;
   std::vector<token_batch> eval_;
   std::vector<step_record> history_;  // every step of the run (resumed: read back from metrics.jsonl)

@@ -47,6 +47,7 @@ struct trainer_state {
   std::int64_t tokens_total = 0;
   double elapsed_s = 0;
   double best_eval = 0;            // valid when evals > 0
+  std::int64_t best_step = 0;      // the step of best_eval (0: none)
   std::int64_t evals = 0, evals_without_improvement = 0;
   nlohmann::json options = nlohmann::json::object();  // by flag name: what a resumed run must repeat
 };
@@ -59,7 +60,11 @@ inline nlohmann::json to_json(const trainer_state& s) {
           {"rng", {{"kind", "derived from --seed and the step / data position"}}},
           {"tokens_total", s.tokens_total},
           {"elapsed_s", s.elapsed_s},
-          {"eval", {{"evals", s.evals}, {"best", s.best_eval}, {"without_improvement", s.evals_without_improvement}}},
+          {"eval",
+           {{"evals", s.evals},
+            {"best", s.best_eval},
+            {"best_step", s.best_step},
+            {"without_improvement", s.evals_without_improvement}}},
           {"options", s.options}};
 }
 
@@ -82,6 +87,7 @@ inline trainer_state trainer_state_from_json(const nlohmann::json& j, const std:
     s.evals = get(get(j, "eval"), "evals").get<std::int64_t>();
     s.best_eval = get(get(j, "eval"), "best").get<double>();
     s.evals_without_improvement = get(get(j, "eval"), "without_improvement").get<std::int64_t>();
+    s.best_step = get(j, "eval").value("best_step", std::int64_t{0});  // absent in states written before it existed
     s.options = get(j, "options");
   } catch (const nlohmann::json::exception& e) {
     throw error(std::string("malformed trainer state: ") + e.what(), {file, "", {}});
@@ -111,6 +117,10 @@ inline std::vector<std::pair<std::int64_t, fs::path>> list_checkpoints(const fs:
 
 // Removes what a killed run left half-written in `out`: temporary checkpoint
 // directories and the temporaries of atomic files. Returns how many.
+// OUT/best_adapter: the PEFT adapter of the best eval loss so far (written at
+// each new best when --eval-data is given), with best.json {step, eval_loss}.
+inline constexpr const char* best_adapter_dir = "best_adapter";
+
 inline int sweep_stale_temporaries(const fs::path& out) {
   int n = 0;
   std::error_code ec;
@@ -118,7 +128,9 @@ inline int sweep_stale_temporaries(const fs::path& out) {
   std::vector<fs::path> doomed;
   for (const auto& e : fs::directory_iterator(out, ec)) {
     const std::string f = e.path().filename().string();
-    const bool tmp_dir = f.rfind(".tmp-checkpoint-", 0) == 0 || f.rfind(".old-checkpoint-", 0) == 0;
+    const bool tmp_dir = f.rfind(".tmp-checkpoint-", 0) == 0 || f.rfind(".old-checkpoint-", 0) == 0 ||
+                         f.rfind(".tmp-" + std::string(best_adapter_dir), 0) == 0 ||
+                         f.rfind(".old-" + std::string(best_adapter_dir), 0) == 0;
     const bool tmp_file = f.size() > 12 && f[0] == '.' && f.find(".tmp.") == f.size() - 11;  // ".<name>.tmp.XXXXXX"
     if (tmp_dir || tmp_file) doomed.push_back(e.path());
   }
@@ -175,6 +187,39 @@ inline optimizer_state read_optimizer(const fs::path& file, const io::lora_confi
 }
 
 // Writes out/checkpoint-<state.step> atomically (see the top of the file).
+// Moves the complete directory `tmp` to `dst` (both in `out`), replacing an
+// older `dst`: rename(2) will not replace a non-empty directory, so the older
+// one is moved aside first, then removed. A kill at any point leaves either
+// the older or the newer directory at `dst` (and temporaries the next run sweeps).
+inline void replace_directory(const fs::path& tmp, const fs::path& dst, const fs::path& out) {
+  std::error_code ec;
+  fsync_dir(tmp);
+  const fs::path old = out / (".old-" + dst.filename().string() + "-" + std::to_string(::getpid()));
+  if (fs::exists(dst, ec)) {
+    fs::rename(dst, old, ec);
+    require(!ec, "cannot move the older directory aside: " + ec.message(), {dst.string(), "", {}});
+  }
+  fs::rename(tmp, dst, ec);
+  require(!ec, "cannot rename the directory into place: " + ec.message(), {dst.string(), "", {}});
+  fsync_dir(out);
+  fs::remove_all(old, ec);
+}
+
+// OUT/best_adapter (replaced whole): the adapter and best.json.
+inline fs::path write_best_adapter(const fs::path& out, const io::lora_adapter& adapter, const io::hf_config& cfg,
+                                   std::int64_t step, double eval_loss) {
+  const fs::path dst = out / best_adapter_dir;
+  const fs::path tmp = out / (".tmp-" + std::string(best_adapter_dir) + "-" + std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  fs::create_directories(tmp, ec);
+  require(!ec, "cannot create the temporary directory: " + ec.message(), {tmp.string(), "", {}});
+  io::write_peft_adapter(tmp, adapter, cfg);
+  io::write_text_atomic(tmp / "best.json", nlohmann::json{{"step", step}, {"eval_loss", eval_loss}}.dump(2) + "\n");
+  replace_directory(tmp, dst, out);
+  return dst;
+}
+
 inline fs::path write_checkpoint(const fs::path& out, const io::lora_adapter& adapter, const io::hf_config& cfg,
                                  const optimizer_state& opt, const trainer_state& state) {
   const std::int64_t step = state.step;
@@ -190,18 +235,7 @@ inline fs::path write_checkpoint(const fs::path& out, const io::lora_adapter& ad
   crash_point("checkpoint-optimizer", step);
   io::write_text_atomic(tmp / "trainer_state.json", to_json(state).dump(2) + "\n");
   crash_point("checkpoint-state", step);
-  fsync_dir(tmp);
-  // rename(2) will not replace a non-empty directory: a checkpoint of this
-  // step from an earlier run is moved aside first, then removed.
-  const fs::path old = out / (".old-" + checkpoint_name(step) + "-" + std::to_string(::getpid()));
-  if (fs::exists(dst, ec)) {
-    fs::rename(dst, old, ec);
-    require(!ec, "cannot move the older checkpoint aside: " + ec.message(), {dst.string(), "", {}});
-  }
-  fs::rename(tmp, dst, ec);
-  require(!ec, "cannot rename the checkpoint into place: " + ec.message(), {dst.string(), "", {}});
-  fsync_dir(out);
-  fs::remove_all(old, ec);
+  replace_directory(tmp, dst, out);
   crash_point("checkpoint-renamed", step);
   return dst;
 }
