@@ -44,6 +44,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <initializer_list>
 #include <string>
 
@@ -787,10 +788,30 @@ void backward_impl(const bwd_params& p, cudaStream_t stream, bool hopper_kernels
 // H200 (flags below; docs/cuda.md "Attention on Hopper" has the numbers).
 // Tests and benchmarks name each choice.
 enum class attention_kernel { fastest, hopper, hopper_unpipelined, portable };
-// What `fastest` is on sm_90: the forward's pipelined loop and the Hopper
-// backward are switched on once a device run of test_attention has passed them.
-inline constexpr bool kAttentionFastestPipelined = false;
-inline constexpr bool kAttentionFastestHopperBackward = false;
+// What `fastest` is on sm_90, from the H200 runs of bench_attention and
+// test_attention (2026-12-02, every kernel passing): the pipelined forward for
+// both head dims (d128 8x2048: 366 TFLOP/s pipelined, 308 unpipelined, 179
+// portable; d64: 242 / 188 / 182); the Hopper backward for head dim 128 only
+// (d128: 157 against the portable 127; d64: 91 against 121).
+inline constexpr bool kAttentionFastestPipelined = true;
+constexpr bool attention_fastest_hopper_backward(int head_dim) { return head_dim == 128; }
+
+// STATICGRAD_ATTENTION=hopper|hopper_unpipelined|portable replaces `fastest`
+// for the whole process (to compare kernels inside a whole model step, or to
+// step around one); unset or `fastest`: the choice above. Read once.
+inline attention_kernel attention_kernel_from_env() {
+  static const attention_kernel k = [] {
+    const char* e = std::getenv("STATICGRAD_ATTENTION");
+    const std::string v = e ? e : "fastest";
+    if (v == "fastest") return attention_kernel::fastest;
+    if (v == "hopper") return attention_kernel::hopper;
+    if (v == "hopper_unpipelined") return attention_kernel::hopper_unpipelined;
+    if (v == "portable") return attention_kernel::portable;
+    throw error("STATICGRAD_ATTENTION is '" + v + "'; expected fastest, hopper, hopper_unpipelined or portable",
+                {"", "STATICGRAD_ATTENTION", {}});
+  }();
+  return k;
+}
 
 
 // Forward: out [T, H*D] bf16 and lse [T, H] f32 from q [T, H*D], k, v [T, KV*D].
@@ -801,6 +822,7 @@ inline void attention_forward(const __nv_bfloat16* q, const __nv_bfloat16* k, co
                               attention_kernel which = attention_kernel::fastest) {
   attn_detail::check_args(tokens, nseq, heads, kv_heads, head_dim, {q, k, v, out}, {lse, seq_start});
   if (tokens == 0) return;
+  if (which == attention_kernel::fastest) which = attention_kernel_from_env();
   const float scale_log2 = attn_detail::log2e / std::sqrt(static_cast<float>(head_dim));
   if (which != attention_kernel::portable && hopper::device_is_sm90()) {
     const hopper::fwd_sm90_params hp{out, lse, seq_start, tokens, nseq, heads, kv_heads, scale_log2};
@@ -833,13 +855,14 @@ inline void attention_backward(const __nv_bfloat16* q, const __nv_bfloat16* k, c
                           {q, k, v, out, dout, dq, dk, dv},
                           {lse, seq_start, workspace});
   if (tokens == 0) return;
+  if (which == attention_kernel::fastest) which = attention_kernel_from_env();
   const float scale = 1.f / std::sqrt(static_cast<float>(head_dim));
   attn_detail::bwd_params p{q,  k,  v,         out,   dout,  lse,      workspace, dq,
                             dk, dv, seq_start, tokens, nseq, heads,    kv_heads,  scale,
                             scale * attn_detail::log2e};
   const bool hopper_kernels =
       (which == attention_kernel::hopper || which == attention_kernel::hopper_unpipelined ||
-       (which == attention_kernel::fastest && kAttentionFastestHopperBackward)) &&
+       (which == attention_kernel::fastest && attention_fastest_hopper_backward(head_dim))) &&
       hopper::device_is_sm90();
   if (head_dim == 64) attn_detail::backward_impl<64>(p, stream, hopper_kernels);
   else attn_detail::backward_impl<128>(p, stream, hopper_kernels);
