@@ -44,6 +44,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -297,16 +298,24 @@ bool run(const char* shape) {
 
 }  // namespace
 
-int main() {
+// gpu_test_model_step [0.5b] [3b] [7b]: the shapes to check (default all three).
+int main(int argc, char** argv) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::printf("no CUDA device: skipping\n");
     return 77;
   }
+  auto wanted = [&](const char* shape) {
+    if (argc < 2) return true;
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], shape) == 0) return true;
+    return false;
+  };
   try {
-    bool ok = run<sc::plans::qwen2_0_5b::model>("0.5b");
-    ok = run<sc::plans::qwen2_3b::model>("3b") && ok;   // GQA 16/2, head dim 128
-    ok = run<sc::plans::qwen2_7b::model>("7b") && ok;   // GQA 28/4
+    bool ok = true;
+    if (wanted("0.5b")) ok = run<sc::plans::qwen2_0_5b::model>("0.5b") && ok;
+    if (wanted("3b")) ok = run<sc::plans::qwen2_3b::model>("3b") && ok;  // GQA 16/2, head dim 128
+    if (wanted("7b")) ok = run<sc::plans::qwen2_7b::model>("7b") && ok;  // GQA 28/4
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
     return ok ? 0 : 1;
   } catch (const std::exception& e) {

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# One device call for a session's GPU checks and benchmarks, from one bundle
+# built and packed on the build machine (scripts/pack_gpu_bundle.sh):
+#
+#   bash scripts/gpu_session.sh BUNDLE [STAGE ...]
+#
+# BUNDLE/bin: the stripped binaries (large ones as NAME.xz, unpacked here),
+# BUNDLE/lib: the shared libraries the device image may lack,
+# BUNDLE/share/staticgrad/qwen2-tokenizer: the vendored tokenizer.
+# Stages (default: kernels model trainer bench), each skipped when its binaries are missing:
+#   kernels   scripts/gpu_kernels.sh: attention / token reduction / LoRA GEMM tests and benchmarks
+#   model     gpu_test_model_step (the whole step against the CPU model, every shape it was built for)
+#   trainer   scripts/gpu_trainer.sh (finetune --device cuda against --device cpu, resume, SIGTERM)
+#   bench     bench_model_step 0.5b 1.5b (tok/s, memory, what the host adds to a step)
+#   peers     scripts/bench_side_by_side.sh (HF + PEFT, Liger, Unsloth, then bench_model_step, one table)
+#   memory    bench_model_step 1.5b at --memory-budget 30 24 16 (the memory-speed curve)
+#   ab        A/B runs for switches that are off by default: bench_lora_gemm and bench_model_step 1.5b
+#             with STATICGRAD_TOKEN_REDUCE=0 / 1; gpu_test_model_step 7b with STATICGRAD_ATTENTION=portable
+#             (the mma.sync baseline of the same comparison) and =fastest
+#   extra     every BUNDLE/checks/*.sh, run as `bash FILE BUNDLE` (a branch's own GPU checks)
+# Logs into $OUT (tar'd per stage into OUT/STAGE.tgz to stay within the files returned);
+# SUMMARY lines (PASS / FAIL / timings) go to OUT/summary.log and stdout.
+set -u
+B=$(cd "${1:?usage: gpu_session.sh BUNDLE [STAGE ...]}" && pwd)
+shift
+stages=${*:-kernels model trainer bench}
+here=$(cd "$(dirname "$0")" && pwd)
+out=${OUT:-/tmp/gpu_session}
+mkdir -p "$out"
+for z in "$B"/bin/*.xz "$B"/lib/*.xz; do
+  [ -e "$z" ] && [ ! -e "${z%.xz}" ] || continue
+  xz -dk "$z" 2>/dev/null || python3 -c 'import lzma, sys; open(sys.argv[1][:-3], "wb").write(lzma.open(sys.argv[1]).read())' "$z"
+  case "$z" in */bin/*) chmod +x "${z%.xz}" ;; esac
+done
+ln -sfn ../lib "$B/bin/lib"
+export LD_LIBRARY_PATH="$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+start=$(date +%s)
+say() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.log"; }
+have() { [ -x "$B/bin/$1" ]; }
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee -a "$out/summary.log"
+for s in $stages; do
+  d="$out/$s"
+  mkdir -p "$d"
+  say "stage $s"
+  case $s in
+    kernels) OUT=$d BUDGET_S=${KERNELS_BUDGET_S:-200} bash "$here/gpu_kernels.sh" "$B/bin" 2>&1 | grep -E "^== |PASS|FAIL|ok |TFLOP" | tail -n 60 ;;
+    model) have gpu_test_model_step && { timeout 300 "$B/bin/gpu_test_model_step" > "$d/test_model_step.log" 2>&1
+             say "gpu_test_model_step rc $?"; grep -E "PASS|FAIL|^ok|max|rel" "$d/test_model_step.log" | tail -n 40; } ;;
+    trainer) OUT=$d bash "$here/gpu_trainer.sh" "$B" 2>&1 | grep -E "PASS|FAIL|SKIP|^ok|resumed" | tail -n 30 ;;
+    bench) have bench_model_step && { timeout 200 "$B/bin/bench_model_step" 0.5b 1.5b > "$d/bench_model_step.log" 2>&1
+             say "bench_model_step rc $?"; grep -E "tok/s|host|^\|" "$d/bench_model_step.log"; } ;;
+    peers) have bench_model_step && OUT=$d bash "$here/bench_side_by_side.sh" "$B/bin/bench_model_step" \
+             "${PEERS_SITE_TGZ:-.whl/peers_site.tar.gz}" > "$d/side_by_side.log" 2>&1
+           say "side by side rc $?"; cat "$d/table.md" 2>/dev/null; grep -E "host adds" "$d/staticgrad.log" 2>/dev/null ;;
+    memory) have bench_model_step && for g in 30 24 16; do
+              timeout 120 "$B/bin/bench_model_step" 1.5b --memory-budget $g > "$d/budget_$g.log" 2>&1
+              say "1.5b --memory-budget $g rc $?"; grep -E "^\| Qwen" "$d/budget_$g.log"; done ;;
+    ab) for r in 0 1; do
+          have bench_lora_gemm && { STATICGRAD_TOKEN_REDUCE=$r timeout 90 "$B/bin/bench_lora_gemm" --benchmark_min_time=0.05 \
+            --benchmark_counters_tabular=true > "$d/lora_gemm_reduce$r.log" 2>&1; say "bench_lora_gemm TOKEN_REDUCE=$r rc $?"; }
+          have bench_model_step && { STATICGRAD_TOKEN_REDUCE=$r timeout 90 "$B/bin/bench_model_step" 1.5b > "$d/model_reduce$r.log" 2>&1
+            say "bench_model_step 1.5b TOKEN_REDUCE=$r rc $?"; grep -E "^\| Qwen" "$d/model_reduce$r.log"; }
+        done
+        for a in portable fastest; do
+          have gpu_test_model_step && { STATICGRAD_ATTENTION=$a timeout 120 "$B/bin/gpu_test_model_step" 7b > "$d/model_7b_$a.log" 2>&1
+            say "gpu_test_model_step 7b STATICGRAD_ATTENTION=$a rc $?"; grep -E "self_attn.(q|k)_proj|PASS|FAIL" "$d/model_7b_$a.log" | tail -n 12; }
+        done ;;
+    extra) for c in "$B"/checks/*.sh; do [ -e "$c" ] || continue
+             say "check $(basename "$c")"; OUT=$d timeout 400 bash "$c" "$B" > "$d/$(basename "$c").log" 2>&1
+             say "check $(basename "$c") rc $?"; grep -E "PASS|FAIL|SKIP" "$d/$(basename "$c").log" | tail -n 30; done ;;
+    *) say "unknown stage $s" ;;
+  esac
+  (cd "$out" && tar czf "$s.tgz" "$s" && rm -rf "$s")
+done
+say "done"
