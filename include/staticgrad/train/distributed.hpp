@@ -107,11 +107,15 @@ class communicator {
   virtual void all_reduce_host(std::span<double> v, reduce_op op, const char* what) = 0;
   // A host f32 array, summed in place (the CPU backend's gradients).
   virtual void all_reduce_host_f32(std::span<float> v, const char* what) = 0;
-  // A device f32 array, summed in place, queued on `cuda_stream` (a cudaStream_t).
+  // A device f32 array, summed in place once the work queued so far on
+  // `cuda_stream` (a cudaStream_t) is done; it runs on the communicator's own
+  // stream, overlapping what is queued on `cuda_stream` afterwards.
   virtual void all_reduce_device(float* v, std::size_t n, void* cuda_stream, const char* what) {
     (void)v, (void)n, (void)cuda_stream;
     throw error(std::string(what) + ": this communicator has no device all-reduce");
   }
+  // Makes `cuda_stream` wait for every device reduction queued so far (none: nothing to wait for).
+  virtual void device_wait(void* cuda_stream) { (void)cuda_stream; }
 };
 
 // ---- the NCCL unique id: 128 opaque bytes from rank 0 to every rank ---------------
