@@ -303,7 +303,8 @@ int finetune_nccl_check(const char* tool, int gpus) {
     if (gpus == 1) {
       // One rank through the communicator (the per-layer all-reduce hook, NCCL with one
       // rank, the host reductions) against the plain run. The bound is the plain run
-      // against itself (run-to-run noise of the GPU; 0 when it is deterministic).
+      // against itself (the GPU's run-to-run noise), times 4 so that noise of the same
+      // size passes; when the GPU is deterministic it is 0: bit for bit.
       check(finetune("--grad-accum 2", "again") == 0, "the same run again exits 0");
       check(finetune("--grad-accum 2 --gpus 1", "rank") == 0, "--gpus 1 --grad-accum 2 exits 0");
       check(slurp(w.dir / "rank.log").find("cuda x 1 rank (data-parallel, NCCL)") != std::string::npos,
@@ -314,9 +315,10 @@ int finetune_nccl_check(const char* tool, int gpus) {
       const double a_base = rel(io::read_peft_adapter(w.dir / "again", w.cfg), a1, nullptr);
       const double a_got = rel(io::read_peft_adapter(w.dir / "rank", w.cfg), a1, nullptr);
       std::printf("  losses: one rank vs plain %.3e, plain vs plain %.3e; adapters %.3e, %.3e\n", got, base, a_got, a_base);
-      check(got <= base, "per-step losses of one NCCL rank within the plain run's run-to-run difference");
-      check(a_got <= a_base, "the adapter of one NCCL rank within the plain run's run-to-run difference");
-      check(worst_rel(metric_losses(w.dir / "rank", true), e1) <= worst_rel(metric_losses(w.dir / "again", true), e1),
+      check(got <= 4 * base, "per-step losses of one NCCL rank within 4x the plain run's run-to-run difference");
+      check(a_got <= 4 * a_base, "the adapter of one NCCL rank within 4x the plain run's run-to-run difference");
+      check(worst_rel(metric_losses(w.dir / "rank", true), e1) <=
+                4 * worst_rel(metric_losses(w.dir / "again", true), e1),
             "eval losses likewise");
     } else {
       // Two GPUs, one micro-batch each per step = one GPU with two: the same data and
