@@ -2,12 +2,14 @@
 // resolved OUT/config.yaml) in front of run_finetune (train_run.cpp). See
 // docs/cli.md and docs/training.md.
 #include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 #include <memory>
 #include <sstream>
 
 #include "commands.hpp"
 #include "config_yaml.hpp"
+#include "distributed_run.hpp"
 #include "finetune_run.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 
@@ -42,6 +44,7 @@ struct finetune_cli {
   std::string schedule = "cosine";
   std::string out, resume, config;
   bool rslora = false;
+  int gpus = 0;  // --gpus: 0 = this process alone (or one rank of an outside launcher)
   CLI::Option *steps = nullptr, *epochs = nullptr;
 };
 
@@ -59,6 +62,10 @@ void add_options(CLI::App* sub, finetune_cli& f) {
   sub->add_option("--device", f.job.device, "cpu, or cuda (the GPU backend: every Qwen2.5 size)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  sub->add_option("--gpus", f.gpus,
+                  "data-parallel over N GPUs of this host: one rank per GPU over NCCL (with --device cuda; "
+                  "--grad-accum is per GPU, the global batch N x that; docs/multi_gpu.md)")
+      ->check(CLI::Range(1, 1024));
   sub->add_option("--lora-r", o.lora.r, "LoRA rank")->capture_default_str();
   sub->add_option("--lora-alpha", o.lora.lora_alpha, "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --use-rslora)")
       ->capture_default_str();
@@ -128,6 +135,18 @@ staticgrad::cli::command_registrar reg_finetune{{"finetune", [](CLI::App& app) {
   return std::function<int()>([sub, f] {
     if (!f->config.empty()) cli::apply_yaml_config(*sub, f->config);
     finish(*f);
+    if (f->gpus > 0 && !std::getenv(cli::rank_of_gpus_env)) {  // the parent of the ranks
+      require(f->job.device == "cuda", "--gpus runs on CUDA GPUs (add --device cuda)", {"", "--gpus", {}});
+      require(!std::getenv("WORLD_SIZE"),
+              "--gpus starts its own ranks; under a launcher that sets WORLD_SIZE (torchrun) leave --gpus out",
+              {"", "--gpus", {}});
+      require(cli::have_nccl() || f->gpus == 1,
+              "--gpus " + std::to_string(f->gpus) +
+                  ": this build has no NCCL (nccl.h and libnccl were not found in the CUDA toolkit when it was "
+                  "configured; STATICGRAD_NCCL is OFF), so it trains on one GPU only",
+              {"", "--gpus", {}});
+      if (cli::have_nccl()) return cli::launch_ranks(f->gpus);
+    }
     f->job.config_yaml = cli::resolved_yaml(*sub);
     return cli::exit_status(cli::run_finetune(f->job));
   });

@@ -3,12 +3,16 @@
 //   -> backend: cpu_backend<S> of the checkpoint's shape (a generated TU per
 //      shape, model_commands.hpp) or the CUDA backend (finetune_cuda.hpp)
 //   -> train::training_loop(backend, tokenizer, data, options).run()
+// Under a launcher (RANK, WORLD_SIZE, ...: `finetune --gpus N` or torchrun) this
+// process is one rank: the NCCL communicator first (it picks the GPU
+// LOCAL_RANK), then the same steps; only rank 0 logs and writes (docs/multi_gpu.md).
 #include <filesystem>
 #include <iostream>
 #include <memory>
 
 #include <fmt/format.h>
 
+#include "distributed_run.hpp"
 #include "finetune_cuda.hpp"
 #include "finetune_run.hpp"
 #include "model_commands.hpp"
@@ -34,11 +38,21 @@ train::train_result run_finetune(const finetune_job& job) {
   const fs::path dir(job.model);
   const std::string cfg_file = (dir / "config.json").string();
   const auto cfg = io::read_hf_config(dir);
-  const auto& o = job.train;
+  auto o = job.train;
   train::check_options(o, &cfg);  // before the weights are read or anything allocated
   require(!job.data.empty(), "no training data", {"", "--data", {}});
-  if (!o.out.empty()) train::check_out_dir(o.out);
-  if (!o.out.empty() && !job.config_yaml.empty()) io::write_text_atomic(o.out / "config.yaml", job.config_yaml);
+  const auto env = train::dist_env_from();
+  std::unique_ptr<train::communicator> comm;
+  if (env && (env->world > 1 || (have_nccl() && job.device == "cuda"))) {  // one CPU rank: alone
+    require(job.device == "cuda", "WORLD_SIZE " + std::to_string(env->world) +
+                                      ": data-parallel training runs on CUDA only (use --device cuda)",
+            {"", "--device", {}});
+    comm = make_nccl_communicator(*env);  // before the backend: it sets the device
+  }
+  const bool rank0 = !comm || comm->rank() == 0;
+  if (!rank0) o.log = nullptr;
+  if (rank0 && !o.out.empty()) train::check_out_dir(o.out);
+  if (rank0 && !o.out.empty() && !job.config_yaml.empty()) io::write_text_atomic(o.out / "config.yaml", job.config_yaml);
   const auto tok = io::tokenizer::from_file(io::resolve_tokenizer(job.tokenizer, job.model));
   const std::int64_t rows = std::max<std::int64_t>(1, o.batch_tokens / o.max_len);
   const std::string shape =
@@ -48,11 +62,15 @@ train::train_result run_finetune(const finetune_job& job) {
     backend = make_cuda_backend({job.model, o.lora, o.optim, rows * o.max_len});
   else
     backend = models::dispatch_shape(cfg, cfg_file, [&]<class S>() { return make_cpu_backend<S>(job.model, o.lora, o.optim); });
-  train::training_loop loop(*backend, tok, job.data, o);
+  train::training_loop loop(*backend, tok, job.data, o, comm.get());
   if (o.log)
     *o.log << fmt::format("finetune: {} ({}, {} layers, vocab {}) on {}, LoRA r {} alpha {} on {} modules, {} trainable "
                           "parameters; {} rows x {} tokens per micro-batch",
-                          job.model, shape, cfg.num_hidden_layers, cfg.vocab_size, job.device, o.lora.r,
+                          job.model, shape, cfg.num_hidden_layers, cfg.vocab_size,
+                          comm ? fmt::format("{} x {} rank{} (data-parallel, NCCL)", job.device, comm->world(),
+                                             comm->world() == 1 ? "" : "s")
+                               : job.device,
+                          o.lora.r,
                           o.lora.lora_alpha, o.lora.target_modules.size(), trainable_parameters(o.lora, cfg), rows,
                           o.max_len)
            << std::endl;

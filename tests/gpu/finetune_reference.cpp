@@ -32,6 +32,7 @@
 //    mis-scaled update (or the wrong modules trained) gives >= 1.
 #include "finetune_reference.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -48,6 +49,7 @@
 #include "staticgrad/io/safetensors_writer.hpp"
 #include "staticgrad/train/demo_task.hpp"
 #include "staticgrad/train/lora_init.hpp"
+#include "staticgrad/train/metrics.hpp"
 
 namespace staticgrad::test {
 
@@ -146,30 +148,45 @@ double rel(const io::lora_adapter& a, const io::lora_adapter& b, const io::lora_
   return std::sqrt(num / std::max(den, 1e-300));
 }
 
+// The checkpoint, the data and the tool's common arguments of both checks.
+// $STATICGRAD_FINETUNE_DIR: work there and keep the files (scripts/gpu_trainer.sh reuses the checkpoint).
+struct workspace {
+  fs::path dir;
+  const char* keep;
+  io::hf_config cfg;
+  std::string common;
+};
+workspace prepare(const char* tool, const char* tag) {
+  workspace w;
+  w.keep = std::getenv("STATICGRAD_FINETUNE_DIR");
+  w.dir = w.keep ? fs::path(w.keep) : fs::temp_directory_path() / (tag + std::to_string(std::random_device{}()));
+  if (w.keep) fs::remove_all(w.dir);
+  fs::create_directories(w.dir);
+  w.cfg = write_checkpoint(w.dir / "model");
+  train::demo_task task;
+  task.vocab = 512, task.cycle = 32, task.lines = 64, task.length = 40, task.seed = 7;
+  train::write_demo_data(w.dir / "data.jsonl", task);
+  // The tool loads a tokenizer even for input_ids lines: the repository's, from the
+  // working directory (the GPU machine runs from the repository root) or the source tree.
+  fs::path tokenizer = fs::current_path() / "data" / "qwen2-tokenizer";
+  if (!fs::exists(tokenizer)) tokenizer = fs::path(STATICGRAD_SOURCE_DIR) / "data" / "qwen2-tokenizer";
+  w.common = std::string("'") + tool + "' finetune --tokenizer '" + tokenizer.string() + "' --model '" +
+             (w.dir / "model").string() + "' --data '" + (w.dir / "data.jsonl").string() +
+             "' --steps 6 --batch-tokens 512 --max-len 64 --lr 1e-3 --lora-r 8 --lora-alpha 16 "
+             "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1 --eval-data '" +
+             (w.dir / "data.jsonl").string() + "' --eval-every 3";
+  return w;
+}
+
 }  // namespace
 
 int finetune_cuda_check(const char* tool) {
   try {
-    // $STATICGRAD_FINETUNE_DIR: work there and keep the files (scripts/gpu_trainer.sh reuses the checkpoint).
-    const char* keep = std::getenv("STATICGRAD_FINETUNE_DIR");
-    const fs::path dir = keep ? fs::path(keep)
-                              : fs::temp_directory_path() / ("sg_finetune_cuda_" + std::to_string(std::random_device{}()));
-    if (keep) fs::remove_all(dir);
-    fs::create_directories(dir);
-    const auto cfg = write_checkpoint(dir / "model");
-    train::demo_task task;
-    task.vocab = 512, task.cycle = 32, task.lines = 64, task.length = 40, task.seed = 7;
-    train::write_demo_data(dir / "data.jsonl", task);
-    // The tool loads a tokenizer even for input_ids lines: the repository's, from the
-    // working directory (the GPU machine runs from the repository root) or the source tree.
-    fs::path tokenizer = fs::current_path() / "data" / "qwen2-tokenizer";
-    if (!fs::exists(tokenizer)) tokenizer = fs::path(STATICGRAD_SOURCE_DIR) / "data" / "qwen2-tokenizer";
-    const std::string common = std::string("'") + tool + "' finetune --tokenizer '" + tokenizer.string() +
-                               "' --model '" + (dir / "model").string() +
-                               "' --data '" + (dir / "data.jsonl").string() +
-                               "' --steps 6 --batch-tokens 512 --max-len 64 --lr 1e-3 --lora-r 8 --lora-alpha 16 "
-                               "--target-modules q_proj,v_proj,down_proj --seed 3 --max-grad-norm 1 --eval-data '" +
-                               (dir / "data.jsonl").string() + "' --eval-every 3";
+    const auto w = prepare(tool, "sg_finetune_cuda_");
+    const fs::path& dir = w.dir;
+    const char* keep = w.keep;
+    const auto& cfg = w.cfg;
+    const std::string& common = w.common;
     int fails = 0;
     auto check = [&](bool ok, const std::string& what) {
       std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what.c_str());
@@ -240,6 +257,95 @@ int finetune_cuda_check(const char* tool) {
     }
     if (!fails && !keep) fs::remove_all(dir);
     else std::printf("files kept in %s\n", dir.string().c_str());
+    std::printf("%s\n", fails ? "FAILED" : "PASSED");
+    return fails ? 1 : 0;
+  } catch (const std::exception& e) {
+    std::printf("FAIL: %s\n", e.what());
+    return 1;
+  }
+}
+
+namespace {
+
+// Full-precision per-step losses of OUT/metrics.jsonl (the log prints 4 decimals).
+std::vector<double> metric_losses(const fs::path& out, bool eval = false) {
+  std::vector<double> v;
+  for (const auto& r : train::read_metrics(out / "metrics.jsonl", 1 << 30))
+    if (!eval) v.push_back(r.loss);
+    else if (!std::isnan(r.eval_loss)) v.push_back(r.eval_loss);
+  return v;
+}
+
+double worst_rel(const std::vector<double>& a, const std::vector<double>& b) {
+  double w = 0;
+  for (std::size_t i = 0; i < std::min(a.size(), b.size()); ++i) w = std::max(w, std::abs(a[i] - b[i]) / std::abs(b[i]));
+  return w;
+}
+
+}  // namespace
+
+int finetune_nccl_check(const char* tool, int gpus) {
+  try {
+    const auto w = prepare(tool, "sg_finetune_nccl_");
+    int fails = 0;
+    auto check = [&](bool ok, const std::string& what) {
+      std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what.c_str());
+      fails += !ok;
+    };
+    auto finetune = [&](const std::string& extra, const char* out, const std::string& env = "") {
+      return run(env + w.common + " --device cuda " + extra + " --out '" + (w.dir / out).string() + "'",
+                 w.dir / (std::string(out) + ".log"));
+    };
+    // The reference: one GPU, two micro-batches per step (the accumulation path, no NCCL).
+    check(finetune("--grad-accum 2", "one") == 0, "one GPU, --grad-accum 2 exits 0");
+    const auto l1 = metric_losses(w.dir / "one"), e1 = metric_losses(w.dir / "one", true);
+    const auto a1 = io::read_peft_adapter(w.dir / "one", w.cfg);
+    if (gpus == 1) {
+      // One rank through the communicator (the per-layer all-reduce hook, NCCL with one
+      // rank, the host reductions) against the plain run. The bound is the plain run
+      // against itself (the GPU's run-to-run noise), times 4 so that noise of the same
+      // size passes; when the GPU is deterministic it is 0: bit for bit.
+      check(finetune("--grad-accum 2", "again") == 0, "the same run again exits 0");
+      check(finetune("--grad-accum 2 --gpus 1", "rank") == 0, "--gpus 1 --grad-accum 2 exits 0");
+      check(slurp(w.dir / "rank.log").find("cuda x 1 rank (data-parallel, NCCL)") != std::string::npos,
+            "--gpus 1 ran as one NCCL rank");
+      const auto l0 = metric_losses(w.dir / "again"), lr = metric_losses(w.dir / "rank");
+      check(l1.size() == 6 && l0.size() == 6 && lr.size() == 6, "six steps each");
+      const double base = worst_rel(l0, l1), got = worst_rel(lr, l1);
+      const double a_base = rel(io::read_peft_adapter(w.dir / "again", w.cfg), a1, nullptr);
+      const double a_got = rel(io::read_peft_adapter(w.dir / "rank", w.cfg), a1, nullptr);
+      std::printf("  losses: one rank vs plain %.3e, plain vs plain %.3e; adapters %.3e, %.3e\n", got, base, a_got, a_base);
+      check(got <= 4 * base, "per-step losses of one NCCL rank within 4x the plain run's run-to-run difference");
+      check(a_got <= 4 * a_base, "the adapter of one NCCL rank within 4x the plain run's run-to-run difference");
+      check(worst_rel(metric_losses(w.dir / "rank", true), e1) <=
+                4 * worst_rel(metric_losses(w.dir / "again", true), e1),
+            "eval losses likewise");
+    } else {
+      // Two GPUs, one micro-batch each per step = one GPU with two: the same data and
+      // seeds, the gradients summed by NCCL instead of accumulated; bf16 bounds of
+      // finetune_cuda_check (the resume comparison): 2e-2 per-step loss, 5e-2 adapter.
+      check(finetune("--grad-accum 1 --gpus 2", "two") == 0, "--gpus 2 --grad-accum 1 exits 0");
+      const std::string log = slurp(w.dir / "two.log");
+      check(log.find("cuda x 2 ranks (data-parallel, NCCL)") != std::string::npos, "two NCCL ranks");
+      const auto l2 = metric_losses(w.dir / "two"), e2 = metric_losses(w.dir / "two", true);
+      check(l2.size() == 6 && losses(log).size() == 6, "six steps, one progress line each (rank 1 logs nothing)");
+      for (std::size_t i = 0; i < std::min(l1.size(), l2.size()); ++i)
+        std::printf("  step %zu  loss 2 GPUs %.8f  1 GPU %.8f\n", i + 1, l2[i], l1[i]);
+      check(worst_rel(l2, l1) < 2e-2, "per-step losses within 2e-2 (worst " + std::to_string(worst_rel(l2, l1)) + ")");
+      check(e2.size() == 2 && worst_rel(e2, e1) < 2e-2, "eval losses within 2e-2");
+      const double ra = rel(io::read_peft_adapter(w.dir / "two", w.cfg), a1, nullptr);
+      std::printf("  adapter 2 GPUs vs 1: relative Frobenius %.3e%s\n", ra, ra == 0 ? " (bit for bit)" : "");
+      check(ra < 5e-2, "adapter within 5e-2 relative Frobenius");
+      // A rank that dies ends the job: rank 1 SIGKILLed after step 3.
+      const auto t0 = std::chrono::steady_clock::now();
+      const int rc = finetune("--grad-accum 1 --gpus 2", "killed", "STATICGRAD_CRASH_AT=step@3 STATICGRAD_CRASH_RANK=1 ");
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      check(rc != 0 && slurp(w.dir / "killed.log").find("rank 1 was killed by signal 9") != std::string::npos,
+            "a killed rank ends the job with a message naming it");
+      check(secs < 120, "... within 120 s (" + std::to_string(secs) + " s)");
+    }
+    if (!fails && !w.keep) fs::remove_all(w.dir);
+    else std::printf("files kept in %s\n", w.dir.string().c_str());
     std::printf("%s\n", fails ? "FAILED" : "PASSED");
     return fails ? 1 : 0;
   } catch (const std::exception& e) {

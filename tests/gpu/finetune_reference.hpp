@@ -8,4 +8,9 @@ namespace staticgrad::test {
 // prints a report on stdout.
 int finetune_cuda_check(const char* tool);
 
+// Data-parallel `finetune --gpus` (test_finetune_nccl.cu). gpus 1: one NCCL
+// rank against the plain one-GPU run; gpus 2: two GPUs with --grad-accum 1
+// against one GPU with --grad-accum 2, and a killed rank ending the job.
+int finetune_nccl_check(const char* tool, int gpus);
+
 }  // namespace staticgrad::test

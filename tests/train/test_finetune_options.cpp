@@ -79,6 +79,8 @@ TEST_CASE("finetune: every bad option exits 1 naming its flag, before anything i
       {"--eval-every 2", "--eval-every"},  // without --eval-data
       {"--schedule sideways", "schedule"},
       {"--device tpu", "--device"},
+      {"--gpus 2", "--gpus"},  // --device cpu
+      {"--gpus 0", "--gpus"},
       {"--target-modules lm_head", "lm_head"},
       {"--resume " + (out / "nothing").string(), "--resume"},
   };
@@ -90,6 +92,27 @@ TEST_CASE("finetune: every bad option exits 1 naming its flag, before anything i
     CHECK(r.out.find(named) != std::string::npos);
     CHECK(r.out.find("At Most 1") == std::string::npos);  // the case itself is well formed
     CHECK(r.out.find("lora_r") == std::string::npos);     // never an internal field name
+  }
+  CHECK(!fs::exists(out / "adapter_model.safetensors"));
+}
+
+TEST_CASE("finetune under a launcher: a bad RANK / WORLD_SIZE is named; several ranks need --device cuda") {
+  if (!have_tool()) return;
+  const auto out = scratch("ranks");
+  const std::pair<std::string, std::string> cases[] = {
+      {"WORLD_SIZE=2 RANK=5 STATICGRAD_NCCL_ID_FILE=/tmp/x", "environment variable RANK"},
+      {"WORLD_SIZE=two RANK=0", "environment variable WORLD_SIZE"},
+      {"WORLD_SIZE=2", "RANK is not"},
+      {"WORLD_SIZE=2 RANK=1", "MASTER_ADDR and MASTER_PORT"},
+      {"WORLD_SIZE=2 RANK=1 STATICGRAD_NCCL_ID_FILE=/tmp/x", "runs on CUDA only"},
+      {"WORLD_SIZE=2 RANK=0 STATICGRAD_NCCL_ID_FILE=/tmp/x STATICGRAD_NCCL_TIMEOUT=-1", "STATICGRAD_NCCL_TIMEOUT"},
+  };
+  for (const auto& [env, named] : cases) {
+    INFO(env);
+    const auto r = test::run_command(env + " '" + tool + "' " + base(out) + small + " --steps 1 2>&1");
+    INFO(r.out);
+    CHECK(r.rc == 1);
+    CHECK(r.out.find(named) != std::string::npos);
   }
   CHECK(!fs::exists(out / "adapter_model.safetensors"));
 }

@@ -21,6 +21,8 @@
 
 namespace staticgrad::train {
 
+class communicator;  // distributed.hpp
+
 // One micro-batch: the loader batch's segments that have a token to count,
 // concatenated (positions restart at 0 in each segment). A device with
 // static shapes pads it itself.
@@ -49,6 +51,11 @@ struct step_inputs {
   std::span<const std::uint64_t> dropout_seed; // one per micro-batch (mix_seed(mix_seed(seed, step), m))
   double seed_scale = 0;                      // 1 / counted tokens of the whole step
   double lr = 0;                              // the schedule's value for this step
+  // Data-parallel (distributed.hpp): the group whose ranks run the other
+  // micro-batches of this step. The backend sums the LoRA gradients over it
+  // before clipping and AdamW (every rank then applies the same update);
+  // loss_sum stays this rank's. nullptr: one process.
+  communicator* comm = nullptr;
 };
 
 struct step_outputs {

@@ -4,7 +4,7 @@
 // io::lora_adapter, train::adamw_lora for the update.
 //
 //   train_step: zero dA, dB -> model.step(micro m, backward, seed_scale, dropout_seed[m]) for each m
-//               -> clip + AdamW (adamw_lora::step)
+//               -> (data-parallel: dA, dB summed over the ranks) -> clip + AdamW (adamw_lora::step)
 //   eval_loss_sum: model.step(batch, no backward): the head plan's chunked LM head + cross-entropy
 //
 // Deterministic: single-threaded, fixed-order arithmetic; the same
@@ -23,6 +23,7 @@
 #include "staticgrad/train/adamw.hpp"
 #include "staticgrad/train/backend.hpp"
 #include "staticgrad/train/batching.hpp"
+#include "staticgrad/train/distributed.hpp"
 
 namespace staticgrad::train {
 
@@ -90,6 +91,10 @@ class cpu_backend final : public backend {
       const models::batch_view view{in.micro[m].input_ids, in.micro[m].labels, layout.view()};
       out.loss_sum += model_->step(view, true, in.seed_scale, in.dropout_seed[m]).loss_sum;
     }
+    if (in.comm)  // data-parallel (the in-process test group): the other ranks' micro-batches' gradients
+      for_each_lora_tensor(adapter_, grads_, [&](std::span<float>, std::span<float> g) {
+        in.comm->all_reduce_host_f32(g, "the LoRA gradients");
+      });
     out.grad_norm = grad_norm(adapter_, grads_);
     if (!std::isfinite(out.grad_norm) || !std::isfinite(out.loss_sum)) return out;  // no update from a NaN
     opt_.step(adapter_, grads_, in.lr);

@@ -5,6 +5,8 @@
 // (tests/train/test_resume.cpp) kill a run at every write point this way.
 // `sigterm@N` / `sigint@N` instead raise SIGTERM / SIGINT after step N, which
 // the trainer answers by saving a checkpoint and stopping.
+// STATICGRAD_CRASH_RANK=<r> limits it to the data-parallel rank r (RANK=r,
+// docs/multi_gpu.md): the tests' dead or stopped rank.
 //
 // Points (in the order one step passes them):
 //   step                after the optimizer update, before anything is written
@@ -26,6 +28,12 @@ inline void crash_point(const char* point, std::int64_t step) {
     return std::string(e ? e : "");
   }();
   if (spec.empty()) return;
+  static const bool this_rank = [] {
+    const char* want = std::getenv("STATICGRAD_CRASH_RANK");
+    const char* rank = std::getenv("RANK");
+    return !want || std::string(want) == (rank ? rank : "0");
+  }();
+  if (!this_rank) return;
   const auto at = spec.find('@');
   const std::string name = spec.substr(0, at);
   if (at != std::string::npos && std::strtoll(spec.c_str() + at + 1, nullptr, 10) != step) return;

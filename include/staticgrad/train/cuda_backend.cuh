@@ -7,6 +7,11 @@
 //     labels -100)--> model_step::set_batch
 //   train_step: one micro-batch: model_step::step (one CUDA graph: forward, backward, AdamW);
 //               several: zero_grads, forward_backward(seed_scale, accumulate) each, optimizer_step
+//   data-parallel (step_inputs::comm): the accumulation path for every step; on
+//               the last micro-batch, right after layer l's backward, layer l's
+//               contiguous slice of the flat gradient array is all-reduced on
+//               the communicator's stream (overlapping the backward of layers
+//               l-1 .. 0); AdamW waits for that stream (docs/multi_gpu.md)
 //   eval_loss_sum: set_batch + forward_backward (the chunked head; the gradients it writes
 //               are overwritten by the next step, which zeroes or overwrites them)
 //   adapter / optimizer in and out: the flat f32 arrays (p, m, v) <-> io::lora_adapter
@@ -28,6 +33,7 @@
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -42,6 +48,7 @@
 #include "staticgrad/models/qwen2.hpp"
 #include "staticgrad/train/adamw.hpp"
 #include "staticgrad/train/backend.hpp"
+#include "staticgrad/train/distributed.hpp"
 
 namespace staticgrad::train {
 
@@ -79,6 +86,7 @@ class cuda_backend final : public backend {
     upload_flat(model_->lora_params(), io::make_lora_adapter(lora, cfg_));
     model_->sync_lora_bf16(true);  // also zeroes AdamW's m, v (fresh device memory is not)
     model_->synchronize();
+    layer_gradient_buckets();
   }
 
   model_t& model() { return *model_; }
@@ -105,15 +113,17 @@ class cuda_backend final : public backend {
 
   step_outputs train_step(const step_inputs& in) override {
     step_outputs out;
-    if (in.micro.size() == 1) {
+    if (in.micro.size() == 1 && !in.comm) {
       upload_batch(in.micro[0]);
       out.loss_sum = model_->step(hp_, in.lr) * static_cast<double>(model_->counted());  // one CUDA graph
     } else {
       model_->zero_grads();
-      for (const auto& b : in.micro) {
-        upload_batch(b);
+      for (std::size_t i = 0; i < in.micro.size(); ++i) {
+        upload_batch(in.micro[i]);
+        hook_scope reduce(*model_, in.comm && i + 1 == in.micro.size() ? reducer(*in.comm) : nullptr);
         out.loss_sum += model_->forward_backward(in.seed_scale, true).loss_sum;
       }
+      if (in.comm) in.comm->device_wait(model_->stream());  // every bucket summed before clipping + AdamW
       model_->optimizer_step(hp_, in.lr);
     }
     out.grad_norm = model_->last_grad_norm();
@@ -133,6 +143,34 @@ class cuda_backend final : public backend {
   std::uint64_t memory_bytes() override { return model_->allocated_bytes(); }
 
  private:
+  // ---- data-parallel: one gradient bucket per layer ----------------------------------
+  // The flat arrays are layer-major (model_step: per layer, per slot, A then
+  // B): layer l's gradients are elements [bucket_[l], bucket_[l + 1]).
+  void layer_gradient_buckets() {
+    const int L = static_cast<int>(cfg_.num_hidden_layers);
+    bucket_.assign(static_cast<std::size_t>(L) + 1, model_->lora_elems());
+    for (auto it = model_->lora_slots().rbegin(); it != model_->lora_slots().rend(); ++it)
+      bucket_[static_cast<std::size_t>(it->layer)] = std::min({bucket_[static_cast<std::size_t>(it->layer)], it->a_off, it->b_off});
+    for (const auto& sl : model_->lora_slots())
+      require(sl.a_off >= bucket_[static_cast<std::size_t>(sl.layer)] &&
+                  sl.b_off < bucket_[static_cast<std::size_t>(sl.layer) + 1],
+              "the CUDA model's LoRA arrays are not laid out layer by layer (needed for the gradient buckets)");
+  }
+  std::function<void(int)> reducer(communicator& comm) {
+    return [this, &comm](int l) {
+      const std::size_t b = bucket_[static_cast<std::size_t>(l)], e = bucket_[static_cast<std::size_t>(l) + 1];
+      comm.all_reduce_device(model_->lora_grads() + b, e - b, model_->stream(), "all-reduce of one layer's LoRA gradients");
+    };
+  }
+  // Sets the after-layer-backward hook for one forward_backward, and clears it (also on a throw).
+  struct hook_scope {
+    hook_scope(model_t& m, std::function<void(int)> f) : m_(m) { m_.set_after_layer_backward(std::move(f)); }
+    ~hook_scope() { m_.set_after_layer_backward(nullptr); }
+    hook_scope(const hook_scope&) = delete;
+    hook_scope& operator=(const hook_scope&) = delete;
+    model_t& m_;
+  };
+
   static std::string adapter_name(io::lora_target t) {
     return std::string(io::target_parent(t)) + "." + std::string(io::target_name(t));
   }
@@ -231,6 +269,7 @@ class cuda_backend final : public backend {
   cuda::adamw_hparams hp_;
   std::vector<bf16> staging_;
   std::vector<std::int32_t> ids_, labels_, seq_lens_;
+  std::vector<std::size_t> bucket_;  // [L + 1]: layer l's gradients start at bucket_[l]
 };
 
 }  // namespace staticgrad::train

@@ -17,6 +17,15 @@
 // reseeded. The data position is (epoch, loader batches taken in it): a
 // resumed run reopens that epoch's loader and skips that many batches, which
 // replays the same order (the loader is a function of its files and seed).
+//
+// Data-parallel (docs/multi_gpu.md): with a communicator of N ranks, one step
+// reads grad_accum x N micro-batches in the order one process would (every
+// rank reads and packs all of them: the order depends on the seed and the
+// global batch only); rank r runs micro-batches m with m % N == r, seeded by
+// the global m, with seed_scale 1 / the counted tokens of all of them. The
+// backend sums the gradients over the ranks; the loop sums the loss and the
+// eval sums (rank r evaluates batches i % N == r) and a stop flag each step,
+// so every rank stops after the same step. Only rank 0 logs and writes.
 // Host C++ (g++ only: fmt and the JSON library); the CUDA backend arrives as a backend&.
 #include <signal.h>
 #include <unistd.h>
@@ -43,6 +52,7 @@
 #include "staticgrad/train/backend.hpp"
 #include "staticgrad/train/batching.hpp"
 #include "staticgrad/train/crash_hook.hpp"
+#include "staticgrad/train/distributed.hpp"
 #include "staticgrad/train/lora_init.hpp"
 #include "staticgrad/train/metrics.hpp"
 #include "staticgrad/train/schedule.hpp"
@@ -116,10 +126,13 @@ inline std::string format_step(const step_record& r, std::int64_t total) {
 
 class training_loop {
  public:
-  // `b` and `tok` must outlive the loop. `files`: JSONL training data.
-  training_loop(backend& b, const io::tokenizer& tok, std::vector<std::string> files, train_options o)
-      : b_(b), tok_(tok), files_(std::move(files)), o_(std::move(o)) {
+  // `b`, `tok` and `comm` must outlive the loop. `files`: JSONL training data.
+  // comm: the data-parallel group this process is one rank of (nullptr: alone).
+  training_loop(backend& b, const io::tokenizer& tok, std::vector<std::string> files, train_options o,
+                communicator* comm = nullptr)
+      : b_(b), tok_(tok), files_(std::move(files)), o_(std::move(o)), comm_(comm) {
     require(!files_.empty(), "no training data files", {"", "--data", {}});
+    if (rank() != 0) o_.log = nullptr;  // rank 0 reports for the group
     check_options(o_, &b_.config());
     require(o_.lora.lora_dropout == 0 || b_.features().lora_dropout,
             std::string("--lora-dropout > 0 is not implemented on ") + b_.features().device +
@@ -130,6 +143,10 @@ class training_loop {
   }
 
   std::int64_t rows() const { return std::max<std::int64_t>(1, o_.batch_tokens / o_.max_len); }
+  int rank() const { return comm_ ? comm_->rank() : 0; }
+  int world() const { return comm_ ? comm_->world() : 1; }
+  // Micro-batches of one optimizer step over all ranks.
+  std::int64_t global_micro_batches() const { return o_.grad_accum * world(); }
   // Valid after run() started: the steps of the whole run (from --steps or --epochs).
   std::int64_t total_steps() const { return total_; }
   const io::lora_adapter& adapter() const { return adapter_; }  // as of the last save / the end
@@ -137,7 +154,7 @@ class training_loop {
   train_result run() {
     loop_detail::signal_scope signals;
     train_result res;
-    const bool writes = !o_.out.empty();
+    const bool writes = !o_.out.empty() && rank() == 0;
     if (writes) {
       check_out_dir(o_.out);
       sweep_stale_temporaries(o_.out);
@@ -164,7 +181,7 @@ class training_loop {
     first_step_ = state_.step;
     bool evaluated_last = false;
     while (state_.step < total_) {
-      if (const int sig = loop_detail::stop_signal().load()) {
+      if (const int sig = stop_requested()) {
         res.stopped_by_signal = sig;
         break;
       }
@@ -242,24 +259,35 @@ class training_loop {
             << std::flush;
   }
 
-  // One optimizer step: grad_accum micro-batches, the backend's update.
+  // SIGINT / SIGTERM on this rank, or (with a group) on any: the largest signal number, 0 if none.
+  int stop_requested() {
+    double sig = loop_detail::stop_signal().load();
+    if (comm_) comm_->all_reduce_host({&sig, 1}, reduce_op::max, "the stop flag");
+    return static_cast<int>(sig);
+  }
+
+  // One optimizer step: grad_accum micro-batches per rank (this rank's share
+  // of the global batch), the backend's update.
   step_record step() {
     const auto t0 = std::chrono::steady_clock::now();
-    std::vector<token_batch> micro;
-    std::int64_t counted = 0, tokens = 0;
-    for (std::int64_t m = 0; m < o_.grad_accum; ++m) {
-      micro.push_back(next_batch());
-      counted += micro.back().counted;
-      tokens += micro.back().tokens();
-    }
     const std::int64_t s = state_.step + 1;
+    std::vector<token_batch> micro;
     std::vector<std::uint64_t> seeds;
-    for (std::size_t m = 0; m < micro.size(); ++m) seeds.push_back(mix_seed(mix_seed(o_.seed, std::uint64_t(s)), m));
+    std::int64_t counted = 0, tokens = 0;
+    for (std::int64_t m = 0; m < global_micro_batches(); ++m) {
+      auto b = next_batch();
+      counted += b.counted;
+      tokens += b.tokens();
+      if (!runs_micro_batch(m, rank(), world())) continue;
+      micro.push_back(std::move(b));
+      seeds.push_back(mix_seed(mix_seed(o_.seed, std::uint64_t(s)), std::uint64_t(m)));
+    }
     step_record rec;
     rec.step = s;
     rec.epoch = state_.epoch + 1;
     rec.lr = sched_.at(std::min(s, total_));
-    const auto out = b_.train_step({micro, seeds, 1.0 / double(counted), rec.lr});
+    auto out = b_.train_step({micro, seeds, 1.0 / double(counted), rec.lr, comm_});
+    if (comm_) comm_->all_reduce_host({&out.loss_sum, 1}, reduce_op::sum, "the step's loss sum");
     rec.loss = out.loss_sum / double(counted);
     rec.grad_norm = out.grad_norm;
     if (!std::isfinite(rec.loss) || !std::isfinite(rec.grad_norm)) {
@@ -326,7 +354,7 @@ class training_loop {
     std::int64_t n = 0;
     while (l.next(b)) n += pack_loader_batch(b, b_.config().vocab_size, files_.front()).counted > 0;
     require(n > 0, "the training data has no example with a token to train on", {files_.front(), "", {}});
-    return std::max<std::int64_t>(1, std::int64_t(std::ceil(o_.epochs * double(n) / double(o_.grad_accum))));
+    return std::max<std::int64_t>(1, std::int64_t(std::ceil(o_.epochs * double(n) / double(global_micro_batches()))));
   }
 
   // --eval-data, read and packed once before training (a bad line fails now, not at the first eval).
@@ -346,7 +374,11 @@ class training_loop {
   double evaluate(std::int64_t step) {
     double sum = 0;
     std::int64_t counted = 0;
-    for (const auto& b : eval_) sum += b_.eval_loss_sum(b), counted += b.counted;
+    for (std::size_t i = 0; i < eval_.size(); ++i) {
+      if (runs_micro_batch(std::int64_t(i), rank(), world())) sum += b_.eval_loss_sum(eval_[i]);
+      counted += eval_[i].counted;
+    }
+    if (comm_) comm_->all_reduce_host({&sum, 1}, reduce_op::sum, "the eval loss sum");
     last_eval_ = sum / double(counted);
     require(std::isfinite(last_eval_), "the eval loss is not finite at step " + std::to_string(step),
             {o_.eval_files.front(), "--eval-data", {}});
@@ -406,7 +438,7 @@ class training_loop {
             {"--min-lr-ratio", o_.min_lr_ratio},
             {"--batch-tokens", o_.batch_tokens},
             {"--max-len", o_.max_len},
-            {"--grad-accum", o_.grad_accum},
+            {"--grad-accum", global_micro_batches()},  // x ranks: a resume may change N, not the global batch
             {"--skip-bad-lines", o_.skip_bad_lines},
             {"--drop-long", o_.drop_long},
             {"--truncate-text", o_.truncate_text}};
@@ -456,6 +488,7 @@ class training_loop {
   const io::tokenizer& tok_;
   std::vector<std::string> files_;
   train_options o_;
+  communicator* comm_ = nullptr;
   lr_schedule sched_;
   io::lora_adapter adapter_;
   std::optional<io::lora_adapter> best_;  // the best eval's adapter, once this process has seen it

@@ -58,6 +58,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <span>
@@ -368,6 +369,13 @@ class model_step {
   }
   std::int64_t counted() const { return counted_; }
 
+  // ---- data-parallel hook (train/cuda_backend.cuh; empty: single GPU) -------------------
+  // f(l) is called on the host right after layer l's backward is queued on
+  // stream(), when its dA, dB of this batch are final (layers L-1 .. 0), so a
+  // communicator can start reducing them while the earlier layers' backward
+  // runs. forward_backward only: step() (the captured graph) refuses it.
+  void set_after_layer_backward(std::function<void(int)> f) { after_layer_backward_ = std::move(f); }
+
   // ---- the step -------------------------------------------------------------------------
   // dA, dB = 0 (before accumulating over micro-batches).
   void zero_grads() { SG_CUDA_CHECK(cudaMemsetAsync(g_.get(), 0, n_lora_ * sizeof(float), stream())); }
@@ -399,6 +407,7 @@ class model_step {
   double step(const adamw_hparams& h, double lr) {
     const auto t0 = std::chrono::steady_clock::now();
     require(batch_set_, "model_step: set_batch() before the step");
+    require(!after_layer_backward_, "model_step: step() with an after-layer-backward hook (use forward_backward)");
     if (counted_ == 0) return forward_backward().mean();  // nothing to learn from: no update
     if (!graphs_.empty() && static_cast<float>(h.max_grad_norm) != captured_max_norm_) drop_graphs();
     blk_->set_accumulate(false);
@@ -572,6 +581,7 @@ class model_step {
       // arena, from x_l; x_{l+1} is rewritten with the same values).
       if (l < o_.memory.block_layers) blk_->forward(saved_of(l));
       blk_->backward(saved_of(l));
+      if (after_layer_backward_) after_layer_backward_(l);  // data-parallel hook
     }
     mark(3);
   }
@@ -666,6 +676,7 @@ class model_step {
   float captured_max_norm_ = 0;  // grad_norm_finish_kernel takes it by value: graphs are redone if it changes
   std::array<cudaEvent_t, 5> ev_{};   // phase boundaries (set_profiling)
   std::array<bool, 5> recorded_{};
+  std::function<void(int)> after_layer_backward_;  // data-parallel hook (set_after_layer_backward)
 };
 
 }  // namespace staticgrad::cuda
