@@ -38,13 +38,14 @@
 #include <vector>
 
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/infer/decoder.hpp"
 #include "staticgrad/io/checkpoint.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 
 namespace staticgrad::infer {
 
-class kv_decoder {
+class kv_decoder final : public decoder {
  public:
   using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using cmap = Eigen::Map<const matrix>;
@@ -55,10 +56,7 @@ class kv_decoder {
     kv_decoder d;
     d.config_ = io::read_hf_config(model_dir / "config.json");
     const auto& c = d.config_;
-    require(c.head_dim % 2 == 0, "head_dim must be even for RoPE", {(model_dir / "config.json").string(), "head_dim", {}});
-    require(c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads == 0,
-            "num_attention_heads must be a multiple of num_key_value_heads",
-            {(model_dir / "config.json").string(), "num_key_value_heads", {}});
+    check_decoder_config(c, (model_dir / "config.json").string());
     const auto ck = io::checkpoint::open(model_dir);
     const std::int64_t H = c.hidden_size, V = c.vocab_size;
     auto take = [&](const std::string& name, std::initializer_list<std::int64_t> shape) {
@@ -93,25 +91,18 @@ class kv_decoder {
       d.adapter_ = io::read_peft_adapter(adapter_dir, c);
       d.lora_scaling_ = float(d.adapter_->config.scaling());
     }
-    // float32 inverse frequencies, as transformers' default RoPE init.
-    const std::int64_t half = c.head_dim / 2;
-    d.inv_freq_.resize(std::size_t(half));
-    for (std::int64_t i = 0; i < half; ++i)
-      d.inv_freq_[std::size_t(i)] =
-          1.0f / std::pow(float(c.rope_theta), float(2 * i) / float(c.head_dim));
+    d.inv_freq_ = rope_inv_freq(c);  // float32, as transformers' default RoPE init
     d.k_cache_.resize(d.layers_.size());
     d.v_cache_.resize(d.layers_.size());
     return d;
   }
 
-  const io::hf_config& config() const noexcept { return config_; }
-  std::int64_t vocab() const noexcept { return config_.vocab_size; }
-  bool has_adapter() const noexcept { return adapter_.has_value(); }
-  std::size_t cached() const noexcept { return cached_; }
+  const io::hf_config& config() const noexcept override { return config_; }
+  bool has_adapter() const noexcept override { return adapter_.has_value(); }
+  std::size_t cached() const noexcept override { return cached_; }
 
-  // Forgets cached positions from `len` on (the start of a new prompt that
-  // shares the first `len` tokens with what was fed).
-  void truncate(std::size_t len) {
+  // decoder::truncate.
+  void truncate(std::size_t len) override {
     cached_ = std::min(cached_, len);
     const auto kv = std::size_t(config_.kv_dim());
     for (std::size_t l = 0; l < layers_.size(); ++l) {
@@ -120,9 +111,8 @@ class kv_decoder {
     }
   }
 
-  // Runs `ids` after the cached positions; returns the logits of the last
-  // token, [vocab] (valid until the next call).
-  std::span<const float> feed(std::span<const std::int32_t> ids) {
+  // decoder::feed: the logits of the last of `ids`, [vocab].
+  std::span<const float> feed(std::span<const std::int32_t> ids) override {
     const auto& c = config_;
     const std::int64_t T = std::int64_t(ids.size()), H = c.hidden_size;
     require(T > 0, "nothing to feed");

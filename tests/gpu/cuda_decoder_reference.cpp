@@ -1,0 +1,230 @@
+// Host half of test_cuda_decoder.cu: infer::cuda_decoder against the CPU
+// kv_decoder (itself checked against transformers + PEFT in
+// tests/infer/test_generate.cpp) on tests/fixtures/hf and
+// tests/fixtures/generate/cases.json.
+//
+// Tolerance, from bf16: the CUDA decoder rounds to bf16 the input of every
+// product (the normed hidden state twice per layer, the attention output,
+// the SwiGLU output, and for an adapted module A, B and x A^T) and the final
+// normed state before the LM head; the fixtures' base weights are exact in
+// bf16 (tests/fixtures/hf/README.md), so those roundings are the whole
+// difference from the f32 CPU forward. Each is a relative perturbation of at
+// most u = 2^-9 (bf16 round to nearest) of a vector that the following
+// RMSNorms keep at scale, so to first order the logits move by at most
+// k * u * max|logit| with k = 6 per layer (4 activations + 2 LoRA) + 1. The
+// check is max|gpu - cpu| <= k * u * max|cpu| (printed as the ratio
+// measured / bound); a wrong kernel (RoPE position, a missing bias or
+// adapter, a cache row off by one) moves the logits by O(max|logit|).
+//
+// Greedy tokens: a step where the CPU's top-2 gap (after the repetition
+// penalty) is within the bound of its largest logit is a near-tie that bf16
+// may legitimately flip; the GPU's tokens must equal the fixture's
+// (transformers') up to the first such step, and the comparison stops there
+// (the number of steps compared is printed; no near-tie means all of them).
+// The same for `staticgrad generate --device cuda` against --device cpu (the
+// tool: STATICGRAD_TOOL_PATH, this build's).
+#include "cuda_decoder_reference.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <functional>
+#include <fstream>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "fixtures/hf/hf_fixture.hpp"
+#include "staticgrad/infer/cuda_decoder.hpp"
+#include "staticgrad/infer/generate.hpp"
+#include "staticgrad/infer/kv_decoder.hpp"
+
+namespace staticgrad::test {
+namespace {
+
+namespace fs = std::filesystem;
+
+int failures = 0;
+
+void report(bool ok, const std::string& what) {
+  std::printf("%s %s\n", ok ? "PASS" : "FAIL", what.c_str());
+  failures += !ok;
+}
+
+double bound(const io::hf_config& c) { return double(6 * c.num_hidden_layers + 1) * std::ldexp(1.0, -9); }
+
+// max|a - b| / max|b|.
+double scaled_diff(std::span<const float> a, std::span<const float> b) {
+  double d = 0, s = 0;
+  for (std::size_t i = 0; i < b.size(); ++i) {
+    d = std::max(d, std::abs(double(a[i]) - double(b[i])));
+    s = std::max(s, std::abs(double(b[i])));
+  }
+  return d / std::max(s, 1e-30);
+}
+
+std::vector<float> copy(std::span<const float> s) { return {s.begin(), s.end()}; }
+
+std::string fmt_ratio(double got, double tol) {
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "(max diff %.3g of max|logit|, bound %.3g, ratio %.2f)", got, tol, got / tol);
+  return buf;
+}
+
+// Logits of `ids` through both decoders: whole-sequence prefill, token by
+// token at every position, half + rest on a fresh CUDA decoder (its cache grows
+// with rows cached).
+void compare_logits(const std::string& label, const fs::path& dir, const fs::path& adapter,
+                    const std::vector<std::int32_t>& ids) {
+  auto cpu = infer::kv_decoder::load(dir, adapter);
+  auto gpu = infer::cuda_decoder::load(dir, adapter);
+  const double tol = bound(cpu.config());
+  const auto ref = copy(cpu.feed(ids));
+  const auto pre = copy(gpu->feed(ids));
+  const double d_pre = scaled_diff(pre, ref);
+  report(d_pre <= tol, label + ": prefill logits vs CPU " + fmt_ratio(d_pre, tol));
+
+  cpu.truncate(0), gpu->truncate(0);
+  double worst = 0;
+  std::vector<float> last;
+  for (std::size_t t = 0; t < ids.size(); ++t) {
+    const auto one = std::span<const std::int32_t>(&ids[t], 1);
+    const auto c = copy(cpu.feed(one));
+    last = copy(gpu->feed(one));
+    worst = std::max(worst, scaled_diff(last, c));
+  }
+  report(worst <= tol && gpu->cached() == ids.size(),
+         label + ": token-by-token logits vs CPU at every position " + fmt_ratio(worst, tol));
+  const double d_steps = scaled_diff(last, pre);
+  report(d_steps <= tol, label + ": token by token vs prefill on the GPU " + fmt_ratio(d_steps, tol));
+
+  auto fresh = infer::cuda_decoder::load(dir, adapter);
+  const std::size_t h = ids.size() / 2;
+  fresh->feed(std::span<const std::int32_t>(ids.data(), h));
+  const auto cap = fresh->capacity();
+  const auto rest = copy(fresh->feed(std::span<const std::int32_t>(ids.data() + h, ids.size() - h)));
+  const double d_half = scaled_diff(rest, ref);
+  report(d_half <= tol && fresh->capacity() > cap,
+         label + ": half prefill, then the rest (cache grown) vs CPU " + fmt_ratio(d_half, tol));
+}
+
+struct greedy_run {
+  std::vector<std::int32_t> gpu_ids;
+  std::size_t trusted = 0;  // steps before the first near-tie
+};
+
+greedy_run compare_greedy(const nlohmann::json& c, const fs::path& root) {
+  const std::string name = c["name"];
+  const fs::path dir = root / "hf" / c["model"].get<std::string>();
+  const fs::path adapter = c["adapter"].get<bool>() ? dir / "adapter" : fs::path();
+  infer::generation_options o;
+  o.max_new_tokens = c["max_new_tokens"];
+  o.stop_ids = c["eos_token_id"].get<std::vector<std::int32_t>>();
+  o.sampling.repetition_penalty = c["repetition_penalty"];
+  const auto prompt = c["prompt_ids"].get<std::vector<std::int32_t>>();
+  const auto expected = c["expected_ids"].get<std::vector<std::int32_t>>();
+
+  // The CPU's top-2 gaps along the expected sequence.
+  auto cpu = infer::kv_decoder::load(dir, adapter);
+  const double tol = bound(cpu.config());
+  std::vector<std::int32_t> ctx = prompt;
+  auto lg = copy(cpu.feed(ctx));
+  std::size_t trusted = expected.size();  // steps before the first near-tie
+  for (std::size_t i = 0; i < expected.size(); ++i) {
+    infer::apply_repetition_penalty(lg, ctx, o.sampling.repetition_penalty);
+    auto sorted = lg;
+    std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
+    double scale = 0;
+    for (float v : lg) scale = std::max(scale, std::abs(double(v)));
+    if (double(sorted[0]) - double(sorted[1]) <= tol * scale) {
+      trusted = i;
+      break;
+    }
+    ctx.push_back(expected[i]);
+    if (i + 1 < expected.size()) lg = copy(cpu.feed(std::span<const std::int32_t>(&ctx.back(), 1)));
+  }
+  auto gpu = infer::cuda_decoder::load(dir, adapter);
+  const auto r = infer::generate(*gpu, prompt, o);
+  const std::size_t n = std::min(trusted, std::min(r.ids.size(), expected.size()));
+  const bool same = std::equal(expected.begin(), expected.begin() + std::ptrdiff_t(n), r.ids.begin()) &&
+                    (trusted < expected.size() || r.ids.size() == expected.size());
+  report(same, "greedy " + name + ": CUDA tokens equal transformers' for " + std::to_string(n) + " of " +
+                   std::to_string(expected.size()) + " steps" +
+                   (trusted < expected.size() ? " (step " + std::to_string(trusted) + " is a near-tie: not compared)"
+                                              : " (no near-tie)"));
+  return {r.ids, trusted};
+}
+
+std::string ids_arg(const std::vector<std::int32_t>& v) {
+  std::string s;
+  for (const auto x : v) s += (s.empty() ? "" : ",") + std::to_string(x);
+  return s;
+}
+
+// `staticgrad generate --prompt-ids ... --device D` (greedy, JSON on stdout): its ids.
+std::vector<std::int32_t> tool_ids(const nlohmann::json& c, const fs::path& root, const char* device) {
+  const fs::path dir = root / "hf" / c["model"].get<std::string>();
+  std::string cmd = std::string(STATICGRAD_TOOL_PATH) + " generate --quiet --greedy --model " + dir.string() +
+                    " --prompt-ids " + ids_arg(c["prompt_ids"].get<std::vector<std::int32_t>>()) +
+                    " --max-new-tokens " + std::to_string(c["max_new_tokens"].get<int>()) +
+                    " --repetition-penalty " + std::to_string(c["repetition_penalty"].get<double>()) +
+                    " --device " + device;
+  if (c["adapter"].get<bool>()) cmd += " --adapter " + (dir / "adapter").string();
+  FILE* p = ::popen((cmd + " 2>&1").c_str(), "r");
+  if (!p) throw std::runtime_error("cannot run " + cmd);
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  if (::pclose(p) != 0) throw std::runtime_error(cmd + " failed: " + out);
+  return nlohmann::json::parse(out)["ids"].get<std::vector<std::int32_t>>();
+}
+
+// The tool: --device cuda prints what the in-process CUDA decoder generates
+// (same kernels, same shapes: bit for bit), and equals --device cpu up to the
+// first near-tie (cpu itself equals transformers: tests/infer/test_generate_cli.cpp).
+void compare_tool(const nlohmann::json& c, const fs::path& root, const greedy_run& g) {
+  const std::string name = c["name"];
+  const auto cuda = tool_ids(c, root, "cuda"), cpu = tool_ids(c, root, "cpu");
+  report(cuda == g.gpu_ids, "generate --device cuda " + name + ": the tool's ids equal the CUDA decoder's");
+  const std::size_t n = std::min(g.trusted, std::min(cuda.size(), cpu.size()));
+  const bool same = std::equal(cpu.begin(), cpu.begin() + std::ptrdiff_t(n), cuda.begin()) &&
+                    (g.trusted < cpu.size() || cuda.size() == cpu.size());
+  report(same, "generate --device cuda " + name + ": equals --device cpu for " + std::to_string(n) + " of " +
+                   std::to_string(cpu.size()) + " tokens (up to the first near-tie)");
+}
+
+}  // namespace
+
+int cuda_decoder_check() {
+  const fs::path root = fs::path(STATICGRAD_SOURCE_DIR) / "tests" / "fixtures";
+  try {
+    for (const auto& name : sg_fixtures::hf_fixture_cases()) {
+      const auto fx = sg_fixtures::load_hf_fixture(name);
+      for (const bool with_adapter : {false, true}) {
+        const fs::path adapter = with_adapter ? fx.dir / "adapter" : fs::path();
+        for (std::size_t i = 0; i < fx.data.size(); ++i) {
+          const std::vector<std::int32_t> ids(fx.data[i].input_ids.begin(), fx.data[i].input_ids.end());
+          compare_logits(name + (with_adapter ? " + adapter" : "") + " line " + std::to_string(i), fx.dir, adapter,
+                         ids);
+        }
+      }
+      // A sequence longer than the attention kernel's 128-key chunk (online softmax across chunks).
+      std::vector<std::int32_t> long_ids(300);
+      for (std::size_t t = 0; t < long_ids.size(); ++t)
+        long_ids[t] = std::int32_t((t * 7 + 3) % std::size_t(fx.config.vocab_size));
+      compare_logits(name + " + adapter, 300 tokens", fx.dir, fx.dir / "adapter", long_ids);
+    }
+    std::ifstream in(root / "generate" / "cases.json");
+    const auto doc = nlohmann::json::parse(in);
+    for (const auto& c : doc["cases"]) compare_tool(c, root, compare_greedy(c, root));
+  } catch (const std::exception& e) {
+    report(false, std::string("exception: ") + e.what());
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAIL" : "PASS", failures);
+  return failures ? 1 : 0;
+}
+
+}  // namespace staticgrad::test
