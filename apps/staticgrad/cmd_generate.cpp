@@ -1,7 +1,7 @@
 // `staticgrad generate` and `staticgrad chat`: text from a model directory
 // (base or merged checkpoint) with an optional unmerged PEFT adapter, through
 // the chat template and a KV-cache decoder (include/staticgrad/infer/):
-// kv_decoder on the CPU, cuda_decoder with --device cuda (generate_cuda.hpp).
+// kv_decoder on the CPU, cuda_decoder with --device cuda (make_decoder.hpp).
 // See docs/cli.md.
 #include <unistd.h>
 
@@ -17,11 +17,10 @@
 
 #include "commands.hpp"
 #include "demo_chat_answers.hpp"
-#include "generate_cuda.hpp"
+#include "make_decoder.hpp"
 #include "staticgrad/infer/chat_template.hpp"
 #include "staticgrad/infer/generate.hpp"
 #include "staticgrad/infer/generation_config.hpp"
-#include "staticgrad/infer/kv_decoder.hpp"
 #include "staticgrad/io/tokenizer.hpp"
 #include "staticgrad/io/tokenizer_location.hpp"
 
@@ -78,7 +77,7 @@ session open_session(const generate_cli& g, bool need_tokenizer) {
   require(fs::exists(fs::path(g.model) / "config.json", ec), "no config.json in the model directory",
           {g.model, "--model", {}});
   session s{g.device == "cuda" ? cli::make_cuda_decoder(g.model, g.adapter)
-                               : std::make_unique<infer::kv_decoder>(infer::kv_decoder::load(g.model, g.adapter)),
+                               : cli::make_cpu_decoder(g.model, g.adapter),
             std::nullopt, {}, {}};
   const auto gc = infer::read_generation_config(g.model, s.dec->config());
   auto& o = s.gen;

@@ -1,6 +1,6 @@
-// `staticgrad generate|chat --device cuda` (generate_cuda.hpp): the CUDA
+// `staticgrad generate|chat --device cuda` (make_decoder.hpp): the CUDA
 // decoder's host half; its device half is generate_cuda.cu.
-#include "generate_cuda.hpp"
+#include "make_decoder.hpp"
 #include "staticgrad/infer/cuda_decoder.hpp"
 
 namespace staticgrad::cli {

@@ -1,6 +1,6 @@
 // `staticgrad generate|chat --device cuda` in a build without CUDA
 // (STATICGRAD_CUDA OFF): a clear error instead of the CUDA decoder.
-#include "generate_cuda.hpp"
+#include "make_decoder.hpp"
 #include "staticgrad/core/error.hpp"
 
 namespace staticgrad::cli {

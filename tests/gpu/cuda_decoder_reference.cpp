@@ -179,7 +179,9 @@ std::vector<std::int32_t> tool_ids(const nlohmann::json& c, const fs::path& root
   std::size_t n;
   while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
   if (::pclose(p) != 0) throw std::runtime_error(cmd + " failed: " + out);
-  return nlohmann::json::parse(out)["ids"].get<std::vector<std::int32_t>>();
+  const auto start = out.rfind("{\"");  // the JSON line is the last thing printed
+  if (start == std::string::npos) throw std::runtime_error(cmd + " printed no JSON: " + out);
+  return nlohmann::json::parse(out.substr(start))["ids"].get<std::vector<std::int32_t>>();
 }
 
 // The tool: --device cuda prints what the in-process CUDA decoder generates
@@ -187,6 +189,13 @@ std::vector<std::int32_t> tool_ids(const nlohmann::json& c, const fs::path& root
 // first near-tie (cpu itself equals transformers: tests/infer/test_generate_cli.cpp).
 void compare_tool(const nlohmann::json& c, const fs::path& root, const greedy_run& g) {
   const std::string name = c["name"];
+  // The tool's stop ids are generation_config.json's; cases with another list are skipped (as in test_generate_cli).
+  std::ifstream gcf(root / "hf" / c["model"].get<std::string>() / "generation_config.json");
+  const auto gc = nlohmann::json::parse(gcf);
+  if (nlohmann::json::array({gc["eos_token_id"]}) != c["eos_token_id"]) {
+    std::printf("SKIP generate --device cuda %s: its stop ids are not generation_config.json's\n", name.c_str());
+    return;
+  }
   const auto cuda = tool_ids(c, root, "cuda"), cpu = tool_ids(c, root, "cpu");
   report(cuda == g.gpu_ids, "generate --device cuda " + name + ": the tool's ids equal the CUDA decoder's");
   const std::size_t n = std::min(g.trusted, std::min(cuda.size(), cpu.size()));
