@@ -3,24 +3,30 @@
 // tests/infer/test_generate.cpp) on tests/fixtures/hf and
 // tests/fixtures/generate/cases.json.
 //
-// Tolerance, from bf16: the CUDA decoder rounds to bf16 the input of every
-// product (the normed hidden state twice per layer, the attention output,
-// the SwiGLU output, and for an adapted module A, B and x A^T) and the final
-// normed state before the LM head; the fixtures' base weights are exact in
-// bf16 (tests/fixtures/hf/README.md), so those roundings are the whole
-// difference from the f32 CPU forward. Each is a relative perturbation of at
-// most u = 2^-9 (bf16 round to nearest) of a vector that the following
-// RMSNorms keep at scale, so to first order the logits move by at most
-// k * u * max|logit| with k = 6 per layer (4 activations + 2 LoRA) + 1. The
-// check is max|gpu - cpu| <= k * u * max|cpu| (printed as the ratio
-// measured / bound); a wrong kernel (RoPE position, a missing bias or
-// adapter, a cache row off by one) moves the logits by O(max|logit|).
+// Tolerance, from bf16: the CUDA decoder rounds to bf16 the weights, the
+// input of every product (and LoRA A, B, x A^T) and the final normed state;
+// all else is f32. The baseline is the same forward on the CPU with those
+// same roundings (kv_decoder::load(..., bf16_products = true)): its distance
+// from the f32 CPU forward, b = max|bf16 - f32| / max|f32| over the same
+// positions, is what bf16 rounding alone costs here. The GPU differs from that
+// emulation only in f32 summation order (and the bf16 roundings those flip),
+// noise of the same kind and size, so the check is
+//   max|gpu - f32| / max|f32| <= 2 b      (measured / bound printed).
+// A first-order analytic bound ((6L + 1) 2^-9, one unit roundoff per rounded
+// vector) was tried first and is wrong: the bf16 emulation itself exceeds it
+// on tied_v97 + adapter (ratio 1.6: the adapter's s = 4 and N(0,1)/sqrt(in)
+// A amplify), so the measured baseline is used instead. A wrong kernel (RoPE
+// position, a missing bias or adapter, a cache row off by one) moves the
+// logits by O(max|logit|), far beyond 2 b (b is about 1e-2 here).
 //
-// Greedy tokens: a step where the CPU's top-2 gap (after the repetition
-// penalty) is within the bound of its largest logit is a near-tie that bf16
-// may legitimately flip; the GPU's tokens must equal the fixture's
-// (transformers') up to the first such step, and the comparison stops there
-// (the number of steps compared is printed; no near-tie means all of them).
+// Greedy tokens: at each step of the fixture's sequence, with d = the largest
+// |bf16 emulation - f32| logit difference of that step (after the repetition
+// penalty), a logit of the GPU may be 2 d off, so the top-2 order can only
+// flip where the f32 gap is <= 4 d: a near-tie. The GPU's tokens must equal
+// the fixture's (transformers') up to the first near-tie, and the comparison
+// stops there (steps compared are printed; no near-tie means all of them).
+// Teacher-forced along the fixture's tokens, the GPU's argmax must also be the
+// fixture's token at every step that is not a near-tie, after one too.
 // The same for `staticgrad generate --device cuda` against --device cpu (the
 // tool: STATICGRAD_TOOL_PATH, this build's).
 #include "cuda_decoder_reference.hpp"
@@ -53,8 +59,6 @@ void report(bool ok, const std::string& what) {
   failures += !ok;
 }
 
-double bound(const io::hf_config& c) { return double(6 * c.num_hidden_layers + 1) * std::ldexp(1.0, -9); }
-
 // max|a - b| / max|b|.
 double scaled_diff(std::span<const float> a, std::span<const float> b) {
   double d = 0, s = 0;
@@ -79,26 +83,29 @@ std::string fmt_ratio(double got, double tol) {
 void compare_logits(const std::string& label, const fs::path& dir, const fs::path& adapter,
                     const std::vector<std::int32_t>& ids) {
   auto cpu = infer::kv_decoder::load(dir, adapter);
+  auto emu = infer::kv_decoder::load(dir, adapter, true);  // the bf16 baseline
   auto gpu = infer::cuda_decoder::load(dir, adapter);
-  const double tol = bound(cpu.config());
   const auto ref = copy(cpu.feed(ids));
+  const double tol = 2 * scaled_diff(emu.feed(ids), ref);
   const auto pre = copy(gpu->feed(ids));
   const double d_pre = scaled_diff(pre, ref);
   report(d_pre <= tol, label + ": prefill logits vs CPU " + fmt_ratio(d_pre, tol));
 
-  cpu.truncate(0), gpu->truncate(0);
-  double worst = 0;
+  cpu.truncate(0), emu.truncate(0), gpu->truncate(0);
+  double worst = 0, base = 0;
   std::vector<float> last;
   for (std::size_t t = 0; t < ids.size(); ++t) {
     const auto one = std::span<const std::int32_t>(&ids[t], 1);
     const auto c = copy(cpu.feed(one));
+    base = std::max(base, scaled_diff(emu.feed(one), c));
     last = copy(gpu->feed(one));
     worst = std::max(worst, scaled_diff(last, c));
   }
-  report(worst <= tol && gpu->cached() == ids.size(),
-         label + ": token-by-token logits vs CPU at every position " + fmt_ratio(worst, tol));
+  report(worst <= 2 * base && gpu->cached() == ids.size(),
+         label + ": token-by-token logits vs CPU at every position " + fmt_ratio(worst, 2 * base));
+  // Each is within 2 b of the f32 logits (checked above), hence within 4 b of each other.
   const double d_steps = scaled_diff(last, pre);
-  report(d_steps <= tol, label + ": token by token vs prefill on the GPU " + fmt_ratio(d_steps, tol));
+  report(d_steps <= 2 * tol, label + ": token by token vs prefill on the GPU " + fmt_ratio(d_steps, 2 * tol));
 
   auto fresh = infer::cuda_decoder::load(dir, adapter);
   const std::size_t h = ids.size() / 2;
@@ -126,25 +133,43 @@ greedy_run compare_greedy(const nlohmann::json& c, const fs::path& root) {
   const auto prompt = c["prompt_ids"].get<std::vector<std::int32_t>>();
   const auto expected = c["expected_ids"].get<std::vector<std::int32_t>>();
 
-  // The CPU's top-2 gaps along the expected sequence.
+  // The CPU's top-2 gaps along the expected sequence, against 4 d (above).
   auto cpu = infer::kv_decoder::load(dir, adapter);
-  const double tol = bound(cpu.config());
+  auto emu = infer::kv_decoder::load(dir, adapter, true);
   std::vector<std::int32_t> ctx = prompt;
+  // Teacher-forced along the fixture's tokens, the GPU's argmax must be the
+  // fixture's token at every step that is not a near-tie (also after one).
+  auto forced = infer::cuda_decoder::load(dir, adapter);
   auto lg = copy(cpu.feed(ctx));
+  auto lg16 = copy(emu.feed(ctx));
+  auto lgpu = copy(forced->feed(ctx));
   std::size_t trusted = expected.size();  // steps before the first near-tie
+  std::size_t forced_compared = 0, forced_wrong = 0;
   for (std::size_t i = 0; i < expected.size(); ++i) {
     infer::apply_repetition_penalty(lg, ctx, o.sampling.repetition_penalty);
+    infer::apply_repetition_penalty(lg16, ctx, o.sampling.repetition_penalty);
+    infer::apply_repetition_penalty(lgpu, ctx, o.sampling.repetition_penalty);
+    double d = 0;
+    for (std::size_t v = 0; v < lg.size(); ++v) d = std::max(d, std::abs(double(lg16[v]) - double(lg[v])));
     auto sorted = lg;
     std::partial_sort(sorted.begin(), sorted.begin() + 2, sorted.end(), std::greater<float>());
-    double scale = 0;
-    for (float v : lg) scale = std::max(scale, std::abs(double(v)));
-    if (double(sorted[0]) - double(sorted[1]) <= tol * scale) {
-      trusted = i;
-      break;
+    if (double(sorted[0]) - double(sorted[1]) <= 4 * d) {
+      trusted = std::min(trusted, i);
+    } else {
+      ++forced_compared;
+      forced_wrong += infer::argmax(lgpu) != expected[i];
     }
     ctx.push_back(expected[i]);
-    if (i + 1 < expected.size()) lg = copy(cpu.feed(std::span<const std::int32_t>(&ctx.back(), 1)));
+    if (i + 1 < expected.size()) {
+      const auto one = std::span<const std::int32_t>(&ctx.back(), 1);
+      lg = copy(cpu.feed(one));
+      lg16 = copy(emu.feed(one));
+      lgpu = copy(forced->feed(one));
+    }
   }
+  report(forced_wrong == 0, "greedy " + name + ", teacher-forced: the CUDA argmax is transformers' token at all " +
+                                std::to_string(forced_compared) + " of " + std::to_string(expected.size()) +
+                                " steps that are not near-ties (" + std::to_string(forced_wrong) + " wrong)");
   auto gpu = infer::cuda_decoder::load(dir, adapter);
   const auto r = infer::generate(*gpu, prompt, o);
   const std::size_t n = std::min(trusted, std::min(r.ids.size(), expected.size()));
@@ -228,7 +253,11 @@ int cuda_decoder_check() {
     }
     std::ifstream in(root / "generate" / "cases.json");
     const auto doc = nlohmann::json::parse(in);
-    for (const auto& c : doc["cases"]) compare_tool(c, root, compare_greedy(c, root));
+    for (const auto& c : doc["cases"]) try {
+        compare_tool(c, root, compare_greedy(c, root));
+      } catch (const std::exception& e) {
+        report(false, c["name"].get<std::string>() + ": exception: " + e.what());
+      }
   } catch (const std::exception& e) {
     report(false, std::string("exception: ") + e.what());
   }

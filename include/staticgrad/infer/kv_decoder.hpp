@@ -24,7 +24,12 @@
 //    does; a merged checkpoint is just a model directory;
 //  - RoPE angles and inverse frequencies in float32 as transformers computes
 //    them (inv_freq_i = 1 / theta^(2i / d), angle = position * inv_freq_i);
-//  - the cache holds K after RoPE and V, [layer][position][kv_heads * head_dim].
+//  - the cache holds K after RoPE and V, [layer][position][kv_heads * head_dim];
+//  - load(..., bf16_products = true) rounds to bf16 what the CUDA decoder
+//    (cuda_decoder.hpp) keeps in bf16: the weights of every product, LoRA A
+//    and B, each product's input (and x A^T) and the final normed state; the
+//    rest stays f32. It is the CPU baseline of the CUDA decoder's rounding
+//    error (tests/gpu/test_cuda_decoder.cu), not a mode for generation.
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
@@ -52,8 +57,11 @@ class kv_decoder final : public decoder {
 
   // `model_dir`: config.json + safetensors (a base or a merged checkpoint).
   // `adapter_dir`: a PEFT LoRA adapter to apply unmerged (empty: none).
-  static kv_decoder load(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir = {}) {
+  // `bf16_products`: the CUDA decoder's bf16 roundings (see above).
+  static kv_decoder load(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir = {},
+                         bool bf16_products = false) {
     kv_decoder d;
+    d.bf16_products_ = bf16_products;
     d.config_ = io::read_hf_config(model_dir / "config.json");
     const auto& c = d.config_;
     check_decoder_config(c, (model_dir / "config.json").string());
@@ -91,6 +99,7 @@ class kv_decoder final : public decoder {
       d.adapter_ = io::read_peft_adapter(adapter_dir, c);
       d.lora_scaling_ = float(d.adapter_->config.scaling());
     }
+    if (bf16_products) d.round_weights_to_bf16();
     d.inv_freq_ = rope_inv_freq(c);  // float32, as transformers' default RoPE init
     d.k_cache_.resize(d.layers_.size());
     d.v_cache_.resize(d.layers_.size());
@@ -130,6 +139,7 @@ class kv_decoder final : public decoder {
     // Only the last position's logits are needed to pick the next token.
     Eigen::RowVectorXf h = x.row(T - 1);
     rmsnorm(h.data(), final_norm_.data(), H);
+    if (bf16_products_) h = h.unaryExpr(&round_bf16);
     const float* head = c.tie_word_embeddings ? embed_.data() : lm_head_.data();
     logits_.resize(std::size_t(c.vocab_size));
     Eigen::Map<Eigen::VectorXf>(logits_.data(), c.vocab_size).noalias() = cmap(head, c.vocab_size, H) * h.transpose();
@@ -155,14 +165,16 @@ class kv_decoder final : public decoder {
   }
 
   // y = x W^T (+ b) (+ s (x A^T) B^T for an adapted module of layer l).
-  matrix linear(std::size_t l, io::lora_target t, const matrix& x) const {
+  matrix linear(std::size_t l, io::lora_target t, const matrix& x_in) const {
     const auto& lin = layers_[l].linear[std::size_t(t)];
+    const matrix x = bf16_products_ ? matrix(x_in.unaryExpr(&round_bf16)) : x_in;
     matrix y = x * cmap(lin.w.data(), lin.out, lin.in).transpose();
     if (!lin.b.empty()) y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(lin.b.data(), lin.out);
     if (adapter_ && adapter_->config.targets(t)) {
       const auto& p = adapter_->at(std::int64_t(l), t);
       const std::int64_t r = adapter_->config.r;
       matrix xa = x * cmap(p.a.data(), r, lin.in).transpose();
+      if (bf16_products_) xa = xa.unaryExpr(&round_bf16);
       y.noalias() += lora_scaling_ * (xa * cmap(p.b.data(), lin.out, r).transpose());
     }
     return y;
@@ -235,6 +247,19 @@ class kv_decoder final : public decoder {
 
   kv_decoder() = default;
 
+  static float round_bf16(float f) { return float(bf16(f)); }
+  void round_weights_to_bf16() {
+    auto round = [](std::vector<float>& v) {
+      for (auto& f : v) f = round_bf16(f);
+    };
+    round(embed_), round(lm_head_);
+    for (auto& L : layers_)
+      for (auto& lin : L.linear) round(lin.w);
+    if (adapter_)
+      for (auto& layer : adapter_->layers)
+        for (auto& pr : layer) round(pr.a), round(pr.b);
+  }
+
   io::hf_config config_;
   std::vector<float> embed_, final_norm_, lm_head_;
   std::vector<layer_w> layers_;
@@ -244,6 +269,7 @@ class kv_decoder final : public decoder {
   std::vector<std::vector<float>> k_cache_, v_cache_;
   std::size_t cached_ = 0;
   std::vector<float> logits_;
+  bool bf16_products_ = false;
 };
 
 }  // namespace staticgrad::infer
