@@ -167,7 +167,9 @@ class kv_decoder final : public decoder {
   // y = x W^T (+ b) (+ s (x A^T) B^T for an adapted module of layer l).
   matrix linear(std::size_t l, io::lora_target t, const matrix& x_in) const {
     const auto& lin = layers_[l].linear[std::size_t(t)];
-    const matrix x = bf16_products_ ? matrix(x_in.unaryExpr(&round_bf16)) : x_in;
+    matrix rounded;  // only with bf16_products (no copy otherwise)
+    if (bf16_products_) rounded = x_in.unaryExpr(&round_bf16);
+    const matrix& x = bf16_products_ ? rounded : x_in;
     matrix y = x * cmap(lin.w.data(), lin.out, lin.in).transpose();
     if (!lin.b.empty()) y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(lin.b.data(), lin.out);
     if (adapter_ && adapter_->config.targets(t)) {
