@@ -1,6 +1,7 @@
 // `staticgrad generate` and `staticgrad chat`: text from a model directory
 // (base or merged checkpoint) with an optional unmerged PEFT adapter, through
-// the chat template and the KV-cache decoder (include/staticgrad/infer/).
+// the chat template and a KV-cache decoder (include/staticgrad/infer/):
+// kv_decoder on the CPU, cuda_decoder with --device cuda (make_decoder.hpp).
 // See docs/cli.md.
 #include <unistd.h>
 
@@ -16,6 +17,7 @@
 
 #include "commands.hpp"
 #include "demo_chat_answers.hpp"
+#include "make_decoder.hpp"
 #include "staticgrad/infer/chat_template.hpp"
 #include "staticgrad/infer/generate.hpp"
 #include "staticgrad/infer/generation_config.hpp"
@@ -45,7 +47,7 @@ void add_model_options(CLI::App* sub, generate_cli& g) {
   sub->add_option("--tokenizer", g.tokenizer,
                   "tokenizer.json or a directory holding one (default: the model directory's, else the vendored "
                   "Qwen2 tokenizer installed with staticgrad)");
-  sub->add_option("--device", g.device, "cpu (cuda: not implemented for generation)")
+  sub->add_option("--device", g.device, "cpu, or cuda (bf16 weights and KV cache on the GPU)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
   sub->add_option("--max-new-tokens", g.max_new_tokens,
@@ -63,23 +65,21 @@ void add_model_options(CLI::App* sub, generate_cli& g) {
 }
 
 struct session {
-  infer::kv_decoder dec;
+  std::unique_ptr<infer::decoder> dec;
   std::optional<io::tokenizer> tok;
   infer::chat_template tmpl;
   infer::generation_options gen;
 };
 
 session open_session(const generate_cli& g, bool need_tokenizer) {
-  require(g.device == "cpu",
-          "generation on CUDA is not implemented: staticgrad's CUDA backend runs training plans (whole sequences); "
-          "generate with --device cpu (a merged checkpoint or an adapter, both work)",
-          {"", "--device", {}});
   require(!(g.greedy && g.sample), "--greedy and --sample exclude each other", {"", "--sample", {}});
   std::error_code ec;
   require(fs::exists(fs::path(g.model) / "config.json", ec), "no config.json in the model directory",
           {g.model, "--model", {}});
-  session s{infer::kv_decoder::load(g.model, g.adapter), std::nullopt, {}, {}};
-  const auto gc = infer::read_generation_config(g.model, s.dec.config());
+  session s{g.device == "cuda" ? cli::make_cuda_decoder(g.model, g.adapter)
+                               : cli::make_cpu_decoder(g.model, g.adapter),
+            std::nullopt, {}, {}};
+  const auto gc = infer::read_generation_config(g.model, s.dec->config());
   auto& o = s.gen;
   o.sampling = gc.sampling;
   if (g.greedy) o.sampling.do_sample = false;
@@ -93,9 +93,9 @@ session open_session(const generate_cli& g, bool need_tokenizer) {
   o.stop_ids = gc.eos_token_ids;
   if (need_tokenizer) {
     s.tok = io::tokenizer::from_file(io::resolve_tokenizer(g.tokenizer, g.model));
-    require(s.tok->vocab_size() <= std::size_t(s.dec.vocab()),
+    require(s.tok->vocab_size() <= std::size_t(s.dec->vocab()),
             "the tokenizer has " + std::to_string(s.tok->vocab_size()) + " ids, the model's vocabulary only " +
-                std::to_string(s.dec.vocab()),
+                std::to_string(s.dec->vocab()),
             {g.model, "vocab_size", {}});
     if (!g.raw) {
       s.tmpl = infer::load_chat_template(g.model);
@@ -171,7 +171,7 @@ int run_generate(const generate_cli& g) {
   }
   utf8_stream out;
   const bool stream = !g.json && !ids_mode;
-  const auto r = infer::generate(s.dec, prompt, s.gen, [&](std::int32_t id) {
+  const auto r = infer::generate(*s.dec, prompt, s.gen, [&](std::int32_t id) {
     if (stream) out.put(s.tok->id_to_bytes(id));
   });
   if (stream) {
@@ -211,11 +211,11 @@ int run_chat(const generate_cli& g) {
     const auto prompt = s.tok->encode(s.tmpl.render(messages));
     std::size_t common = 0;  // reuse the cache for the shared prefix
     while (common < fed.size() && common + 1 < prompt.size() && fed[common] == prompt[common]) ++common;
-    s.dec.truncate(common);
+    s.dec->truncate(common);
     fed.assign(prompt.begin(), prompt.begin() + std::ptrdiff_t(common));
     utf8_stream out;
     std::string reply;
-    const auto r = infer::generate(s.dec, prompt, s.gen, [&](std::int32_t id) {
+    const auto r = infer::generate(*s.dec, prompt, s.gen, [&](std::int32_t id) {
       out.put(s.tok->id_to_bytes(id));
       reply += s.tok->id_to_bytes(id);
     });
@@ -259,8 +259,8 @@ int answer_demo_questions(const std::filesystem::path& dir, const train::demo_ch
   auto s = open_session(g, true);
   int right = 0;
   for (const auto& [q, a] : d.facts) {
-    s.dec.truncate(0);
-    const auto r = infer::generate(s.dec, s.tok->encode(s.tmpl.render({{"system", d.system}, {"user", q}})), s.gen);
+    s.dec->truncate(0);
+    const auto r = infer::generate(*s.dec, s.tok->encode(s.tmpl.render({{"system", d.system}, {"user", q}})), s.gen);
     const std::vector<std::int32_t> text(r.ids.begin(), r.ids.end() - (r.stopped ? 1 : 0));
     const std::string answer = s.tok->decode(text);
     const bool ok = r.stopped && answer == a;

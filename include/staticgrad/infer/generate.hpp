@@ -3,6 +3,7 @@
 // token at a time until a stop id or max_new_tokens, calling `on_token` as
 // each token is chosen (for streaming). The returned ids include the stop id
 // when one ended the generation, as transformers' generate() returns them.
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -10,7 +11,7 @@
 #include <span>
 #include <vector>
 
-#include "staticgrad/infer/kv_decoder.hpp"
+#include "staticgrad/infer/decoder.hpp"
 #include "staticgrad/infer/sampling.hpp"
 
 namespace staticgrad::infer {
@@ -32,13 +33,15 @@ struct generation_result {
 
 // `context`: the whole sequence so far (for the repetition penalty); its
 // tokens past dec.cached() are fed first (a chat reuses the cache of the
-// turns before). Requires dec.cached() < context.size().
-inline generation_result generate(kv_decoder& dec, std::vector<std::int32_t> context, const generation_options& o,
+// turns before). Requires dec.cached() < context.size(). The same loop
+// drives the CPU (kv_decoder.hpp) and the CUDA (cuda_decoder.cuh) decoder.
+inline generation_result generate(decoder& dec, std::vector<std::int32_t> context, const generation_options& o,
                                   const std::function<void(std::int32_t)>& on_token = {}) {
   check_sampling(o.sampling);
   require(o.max_new_tokens >= 1, "max_new_tokens must be at least 1", {"", "max_new_tokens", {}});
   require(dec.cached() < context.size(), "the prompt is empty");
   std::mt19937_64 rng(o.seed);
+  dec.reserve(context.size() + std::size_t(o.max_new_tokens));
   generation_result r;
   using clock = std::chrono::steady_clock;
   const auto t0 = clock::now();

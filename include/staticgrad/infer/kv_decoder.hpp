@@ -24,7 +24,12 @@
 //    does; a merged checkpoint is just a model directory;
 //  - RoPE angles and inverse frequencies in float32 as transformers computes
 //    them (inv_freq_i = 1 / theta^(2i / d), angle = position * inv_freq_i);
-//  - the cache holds K after RoPE and V, [layer][position][kv_heads * head_dim].
+//  - the cache holds K after RoPE and V, [layer][position][kv_heads * head_dim];
+//  - load(..., bf16_products = true) rounds to bf16 what the CUDA decoder
+//    (cuda_decoder.hpp) keeps in bf16: the weights of every product, LoRA A
+//    and B, each product's input (and x A^T) and the final normed state; the
+//    rest stays f32. It is the CPU baseline of the CUDA decoder's rounding
+//    error (tests/gpu/test_cuda_decoder.cu), not a mode for generation.
 #include <Eigen/Core>
 #include <algorithm>
 #include <array>
@@ -38,27 +43,28 @@
 #include <vector>
 
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/infer/decoder.hpp"
 #include "staticgrad/io/checkpoint.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 
 namespace staticgrad::infer {
 
-class kv_decoder {
+class kv_decoder final : public decoder {
  public:
   using matrix = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using cmap = Eigen::Map<const matrix>;
 
   // `model_dir`: config.json + safetensors (a base or a merged checkpoint).
   // `adapter_dir`: a PEFT LoRA adapter to apply unmerged (empty: none).
-  static kv_decoder load(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir = {}) {
+  // `bf16_products`: the CUDA decoder's bf16 roundings (see above).
+  static kv_decoder load(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir = {},
+                         bool bf16_products = false) {
     kv_decoder d;
+    d.bf16_products_ = bf16_products;
     d.config_ = io::read_hf_config(model_dir / "config.json");
     const auto& c = d.config_;
-    require(c.head_dim % 2 == 0, "head_dim must be even for RoPE", {(model_dir / "config.json").string(), "head_dim", {}});
-    require(c.num_key_value_heads > 0 && c.num_attention_heads % c.num_key_value_heads == 0,
-            "num_attention_heads must be a multiple of num_key_value_heads",
-            {(model_dir / "config.json").string(), "num_key_value_heads", {}});
+    check_decoder_config(c, (model_dir / "config.json").string());
     const auto ck = io::checkpoint::open(model_dir);
     const std::int64_t H = c.hidden_size, V = c.vocab_size;
     auto take = [&](const std::string& name, std::initializer_list<std::int64_t> shape) {
@@ -93,25 +99,19 @@ class kv_decoder {
       d.adapter_ = io::read_peft_adapter(adapter_dir, c);
       d.lora_scaling_ = float(d.adapter_->config.scaling());
     }
-    // float32 inverse frequencies, as transformers' default RoPE init.
-    const std::int64_t half = c.head_dim / 2;
-    d.inv_freq_.resize(std::size_t(half));
-    for (std::int64_t i = 0; i < half; ++i)
-      d.inv_freq_[std::size_t(i)] =
-          1.0f / std::pow(float(c.rope_theta), float(2 * i) / float(c.head_dim));
+    if (bf16_products) d.round_weights_to_bf16();
+    d.inv_freq_ = rope_inv_freq(c);  // float32, as transformers' default RoPE init
     d.k_cache_.resize(d.layers_.size());
     d.v_cache_.resize(d.layers_.size());
     return d;
   }
 
-  const io::hf_config& config() const noexcept { return config_; }
-  std::int64_t vocab() const noexcept { return config_.vocab_size; }
-  bool has_adapter() const noexcept { return adapter_.has_value(); }
-  std::size_t cached() const noexcept { return cached_; }
+  const io::hf_config& config() const noexcept override { return config_; }
+  bool has_adapter() const noexcept override { return adapter_.has_value(); }
+  std::size_t cached() const noexcept override { return cached_; }
 
-  // Forgets cached positions from `len` on (the start of a new prompt that
-  // shares the first `len` tokens with what was fed).
-  void truncate(std::size_t len) {
+  // decoder::truncate.
+  void truncate(std::size_t len) override {
     cached_ = std::min(cached_, len);
     const auto kv = std::size_t(config_.kv_dim());
     for (std::size_t l = 0; l < layers_.size(); ++l) {
@@ -120,9 +120,8 @@ class kv_decoder {
     }
   }
 
-  // Runs `ids` after the cached positions; returns the logits of the last
-  // token, [vocab] (valid until the next call).
-  std::span<const float> feed(std::span<const std::int32_t> ids) {
+  // decoder::feed: the logits of the last of `ids`, [vocab].
+  std::span<const float> feed(std::span<const std::int32_t> ids) override {
     const auto& c = config_;
     const std::int64_t T = std::int64_t(ids.size()), H = c.hidden_size;
     require(T > 0, "nothing to feed");
@@ -140,6 +139,7 @@ class kv_decoder {
     // Only the last position's logits are needed to pick the next token.
     Eigen::RowVectorXf h = x.row(T - 1);
     rmsnorm(h.data(), final_norm_.data(), H);
+    if (bf16_products_) h = h.unaryExpr(&round_bf16);
     const float* head = c.tie_word_embeddings ? embed_.data() : lm_head_.data();
     logits_.resize(std::size_t(c.vocab_size));
     Eigen::Map<Eigen::VectorXf>(logits_.data(), c.vocab_size).noalias() = cmap(head, c.vocab_size, H) * h.transpose();
@@ -165,14 +165,18 @@ class kv_decoder {
   }
 
   // y = x W^T (+ b) (+ s (x A^T) B^T for an adapted module of layer l).
-  matrix linear(std::size_t l, io::lora_target t, const matrix& x) const {
+  matrix linear(std::size_t l, io::lora_target t, const matrix& x_in) const {
     const auto& lin = layers_[l].linear[std::size_t(t)];
+    matrix rounded;  // only with bf16_products (no copy otherwise)
+    if (bf16_products_) rounded = x_in.unaryExpr(&round_bf16);
+    const matrix& x = bf16_products_ ? rounded : x_in;
     matrix y = x * cmap(lin.w.data(), lin.out, lin.in).transpose();
     if (!lin.b.empty()) y.rowwise() += Eigen::Map<const Eigen::RowVectorXf>(lin.b.data(), lin.out);
     if (adapter_ && adapter_->config.targets(t)) {
       const auto& p = adapter_->at(std::int64_t(l), t);
       const std::int64_t r = adapter_->config.r;
       matrix xa = x * cmap(p.a.data(), r, lin.in).transpose();
+      if (bf16_products_) xa = xa.unaryExpr(&round_bf16);
       y.noalias() += lora_scaling_ * (xa * cmap(p.b.data(), lin.out, r).transpose());
     }
     return y;
@@ -245,6 +249,19 @@ class kv_decoder {
 
   kv_decoder() = default;
 
+  static float round_bf16(float f) { return float(bf16(f)); }
+  void round_weights_to_bf16() {
+    auto round = [](std::vector<float>& v) {
+      for (auto& f : v) f = round_bf16(f);
+    };
+    round(embed_), round(lm_head_);
+    for (auto& L : layers_)
+      for (auto& lin : L.linear) round(lin.w);
+    if (adapter_)
+      for (auto& layer : adapter_->layers)
+        for (auto& pr : layer) round(pr.a), round(pr.b);
+  }
+
   io::hf_config config_;
   std::vector<float> embed_, final_norm_, lm_head_;
   std::vector<layer_w> layers_;
@@ -254,6 +271,7 @@ class kv_decoder {
   std::vector<std::vector<float>> k_cache_, v_cache_;
   std::size_t cached_ = 0;
   std::vector<float> logits_;
+  bool bf16_products_ = false;
 };
 
 }  // namespace staticgrad::infer
