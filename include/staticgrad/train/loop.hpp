@@ -395,7 +395,7 @@ class training_loop {
       state_.best_step = step;
       state_.evals_without_improvement = 0;
       best_ = b_.adapter();
-      if (!o_.out.empty()) write_best_adapter(o_.out, *best_, b_.config(), step, loss);
+      if (!o_.out.empty() && rank() == 0) write_best_adapter(o_.out, *best_, b_.config(), step, loss);
     } else {
       ++state_.evals_without_improvement;
     }
