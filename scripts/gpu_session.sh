@@ -13,17 +13,23 @@
 #   trainer   scripts/gpu_trainer.sh (finetune --device cuda against --device cpu, resume, SIGTERM)
 #   bench     bench_model_step 0.5b 1.5b (tok/s, memory, what the host adds to a step)
 #   peers     scripts/bench_side_by_side.sh (HF + PEFT, Liger, Unsloth, then bench_model_step, one table)
-#   memory    bench_model_step 1.5b at --memory-budget 30 24 16 (the memory-speed curve)
+#   memory    bench_model_step 1.5b at --memory-budget 30 24 16 (the memory-speed curve), one 32k and one
+#             64k sequence, 7B at --memory-budget 40
 #   ab        A/B runs for switches that are off by default: bench_lora_gemm and bench_model_step 1.5b
 #             with STATICGRAD_TOKEN_REDUCE=0 / 1; gpu_test_model_step 7b with STATICGRAD_ATTENTION=portable
 #             (the mma.sync baseline of the same comparison) and =fastest
-#   extra     every BUNDLE/checks/*.sh, run as `bash FILE BUNDLE` (a branch's own GPU checks)
+#   checks    the scripts named in $CHECKS (default: every scripts/gpu_check_*.sh but gpu_check.sh),
+#             which expect a build folder at ./build: when there is none, ./build is made
+#             of links to BUNDLE/bin (build/staticgrad, build/tests/gpu_test_*, build/bench/bench_*)
 # Logs into $OUT (tar'd per stage into OUT/STAGE.tgz to stay within the files returned);
 # SUMMARY lines (PASS / FAIL / timings) go to OUT/summary.log and stdout.
 set -u
 B=$(cd "${1:?usage: gpu_session.sh BUNDLE [STAGE ...]}" && pwd)
 shift
 stages=${*:-kernels model trainer bench}
+# NCCL for the data-parallel binaries: the image's CUDA, or the copy in the Python wheels of torch.
+nccl=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null)
+cublas=$(python3 -c 'import nvidia.cublas, os; print(os.path.join(list(nvidia.cublas.__path__)[0], "lib"))' 2>/dev/null)
 here=$(cd "$(dirname "$0")" && pwd)
 out=${OUT:-/tmp/gpu_session}
 mkdir -p "$out"
@@ -33,7 +39,7 @@ for z in "$B"/bin/*.xz "$B"/lib/*.xz; do
   case "$z" in */bin/*) chmod +x "${z%.xz}" ;; esac
 done
 ln -sfn ../lib "$B/bin/lib"
-export LD_LIBRARY_PATH="$B/lib:/usr/local/cuda/lib64:${LD_LIBRARY_PATH:-}"
+export LD_LIBRARY_PATH="$B/lib:/usr/local/cuda/lib64${cublas:+:$cublas}${nccl:+:$nccl}:${LD_LIBRARY_PATH:-}"
 start=$(date +%s)
 say() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.log"; }
 have() { [ -x "$B/bin/$1" ]; }
@@ -54,7 +60,13 @@ for s in $stages; do
            say "side by side rc $?"; cat "$d/table.md" 2>/dev/null; grep -E "host adds" "$d/staticgrad.log" 2>/dev/null ;;
     memory) have bench_model_step && for g in 30 24 16; do
               timeout 120 "$B/bin/bench_model_step" 1.5b --memory-budget $g > "$d/budget_$g.log" 2>&1
-              say "1.5b --memory-budget $g rc $?"; grep -E "^\| Qwen" "$d/budget_$g.log"; done ;;
+              say "1.5b --memory-budget $g rc $?"; grep -E "^\| Qwen" "$d/budget_$g.log"; done
+            # Long context (one sequence) and 7B at batch 8 under 40 GiB.
+            for run in "1.5b --seqs 1 --seq-len 32768 --memory-budget free" "1.5b --seqs 1 --seq-len 65536 --memory-budget free" \
+                       "7b --memory-budget 40"; do
+              f="$d/$(echo "$run" | tr -c 'a-z0-9.' '_').log"
+              timeout 150 "$B/bin/bench_model_step" $run --steps 5 > "$f" 2>&1
+              say "$run rc $?"; grep -E "memory budget|predicted peak|^\| Qwen" "$f"; done ;;
     ab) for r in 0 1; do
           have bench_lora_gemm && { STATICGRAD_TOKEN_REDUCE=$r timeout 90 "$B/bin/bench_lora_gemm" --benchmark_min_time=0.05 \
             --benchmark_counters_tabular=true > "$d/lora_gemm_reduce$r.log" 2>&1; say "bench_lora_gemm TOKEN_REDUCE=$r rc $?"; }
@@ -65,9 +77,15 @@ for s in $stages; do
           have gpu_test_model_step && { STATICGRAD_ATTENTION=$a timeout 120 "$B/bin/gpu_test_model_step" 7b > "$d/model_7b_$a.log" 2>&1
             say "gpu_test_model_step 7b STATICGRAD_ATTENTION=$a rc $?"; grep -E "self_attn.(q|k)_proj|PASS|FAIL" "$d/model_7b_$a.log" | tail -n 12; }
         done ;;
-    extra) for c in "$B"/checks/*.sh; do [ -e "$c" ] || continue
-             say "check $(basename "$c")"; OUT=$d timeout 400 bash "$c" "$B" > "$d/$(basename "$c").log" 2>&1
-             say "check $(basename "$c") rc $?"; grep -E "PASS|FAIL|SKIP" "$d/$(basename "$c").log" | tail -n 30; done ;;
+    checks) if [ ! -e build ]; then
+              mkdir -p build/tests build/bench
+              for f in "$B"/bin/*; do n=$(basename "$f"); case $n in
+                *.xz|lib) ;; staticgrad) ln -sfn "$f" build/staticgrad ;; bench_*) ln -sfn "$f" build/bench/$n ;;
+                *) ln -sfn "$f" build/tests/$n ;; esac; done
+            fi
+            for c in ${CHECKS:-$(ls "$here"/gpu_check_*.sh | grep -v '/gpu_check.sh$')}; do
+              say "check $(basename "$c")"; OUT=$d/$(basename "$c" .sh) timeout ${CHECK_TIMEOUT_S:-300} bash "$c" > "$d/$(basename "$c").log" 2>&1
+              say "check $(basename "$c") rc $?"; grep -E "PASS|FAIL|SKIP" "$d/$(basename "$c").log" | tail -n 40; done ;;
     *) say "unknown stage $s" ;;
   esac
   (cd "$out" && tar czf "$s.tgz" "$s" && rm -rf "$s")
