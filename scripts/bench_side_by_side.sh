@@ -41,7 +41,7 @@ t0=$(date +%s)
 python3 "$here/peers/unsloth_baseline.py" "$plan_us" /tmp/tokenizer.json 2>> "$out/run.log" | grep '^{' | tee -a "$out/peers.jsonl"
 echo "Unsloth runs: $(( $(date +%s) - t0 )) s" | tee -a "$out/run.log"
 t0=$(date +%s)
-want=all
+want=""
 [ "$sizes" = "0.5B" ] && want=0.5b
 [ "$sizes" = "1.5B" ] && want=1.5b
 "$bench" $want 10 2>&1 | tee "$out/staticgrad.log"

@@ -796,11 +796,12 @@ enum class attention_kernel { fastest, hopper, hopper_unpipelined, portable };
 inline constexpr bool kAttentionFastestPipelined = true;
 constexpr bool attention_fastest_hopper_backward(int head_dim) { return head_dim == 128; }
 
-// STATICGRAD_ATTENTION=hopper|hopper_unpipelined|portable replaces `fastest`
-// for the whole process (to compare kernels inside a whole model step, or to
-// step around one); unset or `fastest`: the choice above. Read once.
-inline attention_kernel attention_kernel_from_env() {
-  static const attention_kernel k = [] {
+// What `fastest` resolves to for the whole process: `fastest` (the choice
+// above) unless STATICGRAD_ATTENTION=hopper|hopper_unpipelined|portable says
+// otherwise (read once), or a program sets it (tests: the same model step on
+// two kernels, one as the other's baseline).
+inline attention_kernel& attention_kernel_override() {
+  static attention_kernel k = [] {
     const char* e = std::getenv("STATICGRAD_ATTENTION");
     const std::string v = e ? e : "fastest";
     if (v == "fastest") return attention_kernel::fastest;
@@ -812,7 +813,7 @@ inline attention_kernel attention_kernel_from_env() {
   }();
   return k;
 }
-
+inline attention_kernel attention_kernel_from_env() { return attention_kernel_override(); }
 
 // Forward: out [T, H*D] bf16 and lse [T, H] f32 from q [T, H*D], k, v [T, KV*D].
 // seq_start: device int32 [nseq + 1]. Asynchronous on `stream`.
