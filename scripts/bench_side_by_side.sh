@@ -44,7 +44,7 @@ t0=$(date +%s)
 want=""
 [ "$sizes" = "0.5B" ] && want=0.5b
 [ "$sizes" = "1.5B" ] && want=1.5b
-"$bench" $want 10 2>&1 | tee "$out/staticgrad.log"
+"$bench" $want --steps 10 2>&1 | tee "$out/staticgrad.log"
 echo "staticgrad runs: $(( $(date +%s) - t0 )) s" | tee -a "$out/run.log"
 python3 "$here/peers/attn_anchor.py" 2>> "$out/run.log" | tee "$out/attn.jsonl"
 
