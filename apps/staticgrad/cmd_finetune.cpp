@@ -59,6 +59,11 @@ void add_options(CLI::App* sub, finetune_cli& f) {
   sub->add_option("--device", f.job.device, "cpu, or cuda (the GPU backend: every Qwen2.5 size)")
       ->check(CLI::IsMember({"cpu", "cuda"}))
       ->capture_default_str();
+  sub->add_option("--memory-budget", o.memory_budget_gib,
+                  "GiB for a training step's buffers: the fastest memory plan that fits (keep or recompute saved "
+                  "values in backward; printed at the start). 0 = the default: --device cuda the free device memory "
+                  "less 1 GiB, --device cpu keep every saved value")
+      ->capture_default_str();
   sub->add_option("--lora-r", o.lora.r, "LoRA rank")->capture_default_str();
   sub->add_option("--lora-alpha", o.lora.lora_alpha, "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --use-rslora)")
       ->capture_default_str();
