@@ -66,6 +66,11 @@ void add_options(CLI::App* sub, finetune_cli& f) {
                   "data-parallel over N GPUs of this host: one rank per GPU over NCCL (with --device cuda; "
                   "--grad-accum is per GPU, the global batch N x that; docs/multi_gpu.md)")
       ->check(CLI::Range(1, 1024));
+  sub->add_option("--memory-budget", o.memory_budget_gib,
+                  "GiB for a training step's buffers: the fastest memory plan that fits (keep or recompute saved "
+                  "values in backward; printed at the start). 0 = the default: --device cuda the free device memory "
+                  "less 1 GiB, --device cpu keep every saved value")
+      ->capture_default_str();
   sub->add_option("--lora-r", o.lora.r, "LoRA rank")->capture_default_str();
   sub->add_option("--lora-alpha", o.lora.lora_alpha, "LoRA alpha (scaling alpha/r, or alpha/sqrt(r) with --use-rslora)")
       ->capture_default_str();

@@ -26,10 +26,6 @@ std::unique_ptr<train::backend> make_cuda_backend(const cuda_backend_request& r)
   const std::filesystem::path dir(r.model);
   const std::string cfg_file = (dir / "config.json").string();
   const auto cfg = io::read_hf_config(dir);
-  // What the GPU backend refuses, before the device (cuda_backend checks it too).
-  require(r.lora.lora_dropout == 0,
-          "--lora-dropout > 0 is not implemented on CUDA (use --device cpu, or --lora-dropout 0)",
-          {"", "--lora-dropout", {}});
   // The shape is checked before anything touches the device (the error lists every CUDA shape).
   auto make = [&]<class Shape>() -> std::unique_ptr<train::backend> {
     int n = 0;

@@ -20,6 +20,7 @@ struct cuda_backend_request {
   io::lora_config lora;
   train::adamw_options optim;
   std::int64_t tokens = 0;  // T: rows * max_len, the static batch size
+  train::memory_request memory;  // --memory-budget (0: free device memory less 1 GiB), rows of --max-len
 };
 
 // Whether this build has the CUDA backend (finetune_cuda.cu was compiled in).
@@ -27,7 +28,7 @@ bool have_cuda_finetune();
 
 // The GPU model step of the checkpoint's shape, weights uploaded. Throws
 // staticgrad::error (no backend in this build, no device, unsupported block
-// shape, lora_dropout > 0, not enough device memory).
+// shape, a --memory-budget no plan fits, not enough device memory).
 std::unique_ptr<train::backend> make_cuda_backend(const cuda_backend_request& r);
 
 }  // namespace staticgrad::cli

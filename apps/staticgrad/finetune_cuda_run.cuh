@@ -13,7 +13,7 @@ namespace staticgrad::cli {
 
 template <class Model>
 std::unique_ptr<train::backend> make_cuda_backend_plan(const cuda_backend_request& r) {
-  return std::make_unique<train::cuda_backend<Model>>(r.model, r.lora, r.optim, r.tokens);
+  return std::make_unique<train::cuda_backend<Model>>(r.model, r.lora, r.optim, r.tokens, r.memory);
 }
 
 }  // namespace staticgrad::cli

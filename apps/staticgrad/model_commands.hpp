@@ -31,7 +31,7 @@ int run_model_command(const model_request& r);
 
 template <class S>
 std::unique_ptr<train::backend> make_cpu_backend(const std::string& model_dir, const io::lora_config& lora,
-                                                 const train::adamw_options& optim);
+                                                 const train::adamw_options& optim, const train::memory_request& mem);
 
 template <class S, class... Shapes>
 constexpr bool in_shape_list(models::shape_list<Shapes...>) {

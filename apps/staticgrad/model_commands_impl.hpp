@@ -81,8 +81,8 @@ int run_model_command(const model_request& r) {
 
 template <class S>
 std::unique_ptr<train::backend> make_cpu_backend(const std::string& model_dir, const io::lora_config& lora,
-                                                 const train::adamw_options& optim) {
-  return std::make_unique<train::cpu_backend<S>>(model_dir, lora, optim);
+                                                 const train::adamw_options& optim, const train::memory_request& mem) {
+  return std::make_unique<train::cpu_backend<S>>(model_dir, lora, optim, mem);
 }
 
 }  // namespace staticgrad::cli

@@ -58,10 +58,12 @@ train::train_result run_finetune(const finetune_job& job) {
   const std::string shape =
       models::dispatch_shape(cfg, cfg_file, []<class S>() { return std::string(models::shape_name<S>::value); });
   std::unique_ptr<train::backend> backend;
+  const train::memory_request mem{o.memory_budget_gib * double(std::uint64_t{1} << 30), rows * o.max_len, o.max_len};
   if (job.device == "cuda")
-    backend = make_cuda_backend({job.model, o.lora, o.optim, rows * o.max_len});
+    backend = make_cuda_backend({job.model, o.lora, o.optim, rows * o.max_len, mem});
   else
-    backend = models::dispatch_shape(cfg, cfg_file, [&]<class S>() { return make_cpu_backend<S>(job.model, o.lora, o.optim); });
+    backend = models::dispatch_shape(cfg, cfg_file,
+                                     [&]<class S>() { return make_cpu_backend<S>(job.model, o.lora, o.optim, mem); });
   train::training_loop loop(*backend, tok, job.data, o, comm.get());
   if (o.log)
     *o.log << fmt::format("finetune: {} ({}, {} layers, vocab {}) on {}, LoRA r {} alpha {} on {} modules, {} trainable "
@@ -74,6 +76,7 @@ train::train_result run_finetune(const finetune_job& job) {
                           o.lora.lora_alpha, o.lora.target_modules.size(), trainable_parameters(o.lora, cfg), rows,
                           o.max_len)
            << std::endl;
+  if (o.log && !backend->memory_plan().empty()) *o.log << backend->memory_plan() << std::endl;
   auto res = loop.run();
   if (o.log) {
     const auto& d = res.data;

@@ -11,7 +11,14 @@
 // down_proj only (the other four are held at 0 on the GPU), 6 steps, lr 1e-3,
 // cosine schedule, max_grad_norm 1, seed 3; the eval loss of the same data
 // every 3 steps; then a GPU run killed after step 4 and resumed from its
-// checkpoint-3 against the uninterrupted GPU run.
+// checkpoint-3 against the uninterrupted GPU run; then --lora-dropout 0.1
+// --grad-accum 2 on both devices (the CPU's masks for the same seeds: the
+// same tolerances; and the GPU-vs-CPU update difference must be below what
+// dropout itself changes in the CPU's update); then --memory-budget: a large
+// budget keeps everything and prints both ends (keeping everything, the
+// smallest plan), a budget halfway between recomputes and gives the same
+// per-step losses (recomputed values are the saved ones bit for bit), and one
+// below the smallest plan fails naming --memory-budget and the minimum.
 //
 // Tolerances:
 //  - per-step loss, GPU vs CPU: 2e-2 relative. The GPU runs bf16 weights and
@@ -50,6 +57,7 @@
 #include "staticgrad/train/demo_task.hpp"
 #include "staticgrad/train/lora_init.hpp"
 #include "staticgrad/train/metrics.hpp"
+#include "support/memory_line.hpp"
 
 namespace staticgrad::test {
 
@@ -192,10 +200,6 @@ int finetune_cuda_check(const char* tool) {
       std::printf("%s: %s\n", ok ? "ok  " : "FAIL", what.c_str());
       fails += !ok;
     };
-    // Refusals first (cheap): LoRA dropout is not implemented on CUDA.
-    check(run(common + " --device cuda --lora-dropout 0.1 --out '" + (dir / "x").string() + "'", dir / "drop.log") != 0 &&
-              slurp(dir / "drop.log").find("lora-dropout") != std::string::npos,
-          "--device cuda --lora-dropout 0.1 is refused with a message");
     const int rc_gpu = run(common + " --device cuda --out '" + (dir / "gpu").string() + "'", dir / "gpu.log");
     const int rc_cpu = run(common + " --device cpu --out '" + (dir / "cpu").string() + "'", dir / "cpu.log");
     check(rc_gpu == 0, "finetune --device cuda exits 0");
@@ -254,6 +258,62 @@ int finetune_cuda_check(const char* tool) {
       for (std::size_t i = 0; i < lr.size() && i + 3 < lg.size(); ++i)
         check(std::abs(lr[i] - lg[i + 3]) / std::abs(lg[i + 3]) < 2e-2, "resumed step " + std::to_string(i + 4) +
                                                                            " loss within 2e-2 of the uninterrupted GPU run");
+    }
+    // LoRA dropout 0.1 with 2 micro-batches a step: the CPU's masks for the same seeds.
+    {
+      const std::string drop = common + " --lora-dropout 0.1 --grad-accum 2";
+      const int rg = run(drop + " --device cuda --out '" + (dir / "gpu_drop").string() + "'", dir / "gpu_drop.log");
+      const int rc = run(drop + " --device cpu --out '" + (dir / "cpu_drop").string() + "'", dir / "cpu_drop.log");
+      check(rg == 0 && rc == 0, "finetune --lora-dropout 0.1 --grad-accum 2 exits 0 on both devices");
+      if (rg == 0 && rc == 0) {
+        const auto dg = losses(slurp(dir / "gpu_drop.log")), dc = losses(slurp(dir / "cpu_drop.log"));
+        check(dg.size() == 6 && dc.size() == 6, "dropout: six progress lines each");
+        double w = 0;
+        for (std::size_t i = 0; i < std::min(dg.size(), dc.size()); ++i) {
+          w = std::max(w, std::abs(dg[i] - dc[i]) / std::abs(dc[i]));
+          std::printf("  dropout step %zu  loss gpu %.6f  cpu %.6f\n", i + 1, dg[i], dc[i]);
+        }
+        check(w < 2e-2, "dropout: per-step losses agree to 2e-2 relative (worst " + std::to_string(w) + ")");
+        const auto adg = io::read_peft_adapter(dir / "gpu_drop", cfg), adc = io::read_peft_adapter(dir / "cpu_drop", cfg);
+        const double d_all = rel(adg, adc, nullptr), d_upd = rel(adg, adc, &init);
+        const double effect = rel(adc, ac, &init);  // the CPU's dropout update against its no-dropout update
+        std::printf("  dropout: adapter %.3e, update %.3e GPU vs CPU; dropout moves the CPU update by %.3e\n", d_all,
+                    d_upd, effect);
+        check(d_all < 5e-2, "dropout: adapter GPU vs CPU, relative Frobenius " + std::to_string(d_all) + " < 5e-2");
+        check(d_upd < 0.5, "dropout: update GPU vs CPU, relative Frobenius " + std::to_string(d_upd) + " < 0.5");
+        check(d_upd < effect, "dropout: GPU vs CPU closer than dropout vs none (the masks are the CPU's)");
+      }
+    }
+    // --memory-budget: the plan is printed; a budget between the smallest plan
+    // and keeping everything recomputes, and recomputed values are the saved
+    // values bit for bit (docs/memory.md), so every loss is the same number.
+    {
+      const std::string base = common + " --device cuda";
+      const int r1 = run(base + " --memory-budget 100 --out '" + (dir / "mem_keep").string() + "'", dir / "mem_keep.log");
+      const std::string log1 = slurp(dir / "mem_keep.log");
+      const double keep_b = memory_line_bytes(log1, "keeping everything "), small_b = memory_line_bytes(log1, "smallest plan ");
+      check(r1 == 0 && memory_line(log1).find("plan: keep every saved value;") != std::string::npos,
+            "--memory-budget 100: keeps everything, and prints the plan");
+      check(small_b > 0 && small_b < keep_b, "the memory line gives the smallest plan below keeping everything");
+      if (r1 == 0 && small_b > 0 && small_b < keep_b) {
+        const double mid = 0.5 * (keep_b + small_b);
+        const int r2 = run(base + " --memory-budget " + budget_gib(mid) + " --out '" + (dir / "mem_mid").string() + "'",
+                           dir / "mem_mid.log");
+        const std::string log2 = slurp(dir / "mem_mid.log"), line = memory_line(log2);
+        check(r2 == 0, "finetune --device cuda at a budget between the plans exits 0");
+        check(line.find("plan: recompute") != std::string::npos || line.find("re-run the whole block") != std::string::npos,
+              "the plan line names what is recomputed: " + line);
+        check(memory_line_bytes(log2, "predicted peak ") <= mid, "the predicted peak is within the budget");
+        const auto mk = losses(log1), mm = losses(log2);
+        check(mk.size() == 6 && mm == mk, "the losses under recompute equal the unconstrained run's");
+        const int r3 = run(base + " --memory-budget " + budget_gib(0.5 * small_b) + " --out '" +
+                               (dir / "mem_small").string() + "'",
+                           dir / "mem_small.log");
+        const std::string log3 = slurp(dir / "mem_small.log");
+        check(r3 != 0 && log3.find("--memory-budget") != std::string::npos &&
+                  log3.find("the smallest memory plan") != std::string::npos,
+              "a budget below the smallest plan fails naming --memory-budget and the minimum");
+      }
     }
     if (!fails && !keep) fs::remove_all(dir);
     else std::printf("files kept in %s\n", dir.string().c_str());

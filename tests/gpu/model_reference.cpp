@@ -57,7 +57,7 @@ int run_shape(const model_reference_args& a, model_reference_out& out) {
     fs::remove_all(dir);
 
     io::lora_config lc;
-    lc.r = a.rank, lc.lora_alpha = a.lora_alpha;
+    lc.r = a.rank, lc.lora_alpha = a.lora_alpha, lc.lora_dropout = a.lora_dropout;
     lc.target_modules.assign(io::all_lora_targets.begin(), io::all_lora_targets.end());
     auto ad = io::make_lora_adapter(lc, model->config()), grads = io::make_lora_adapter(lc, model->config());
     for (int l = 0; l < a.layers; ++l)
@@ -75,8 +75,15 @@ int run_shape(const model_reference_args& a, model_reference_out& out) {
     cpu::token_layout layout{pos, seq};
     models::batch_view b{std::span<const std::int32_t>(a.ids, static_cast<std::size_t>(a.T)),
                          std::span<const std::int32_t>(a.labels, static_cast<std::size_t>(a.T)), layout};
-    const auto res = model->step(b, true);
-    out.loss_sum = res.loss_sum, out.counted = res.counted;
+    auto seed_of = [&](int m) { return a.dropout_seeds ? a.dropout_seeds[m] : std::uint64_t{0}; };
+    if (a.micro <= 1) {
+      const auto res = model->step(b, true, 0.0, seed_of(0));
+      out.loss_sum = res.loss_sum, out.counted = res.counted;
+    } else {  // micro-batches: the count first (forward only), then each pass seeded with 1 / (micro * counted)
+      out.counted = model->step(b, false).counted;
+      for (int m = 0; m < a.micro; ++m)
+        out.loss_sum += model->step(b, true, 1.0 / (double(a.micro) * double(out.counted)), seed_of(m)).loss_sum;
+    }
     for (int l = 0; l < a.layers; ++l)
       for (int t = 0; t < 7; ++t) {
         const auto& g = grads.at(l, io::all_lora_targets[static_cast<std::size_t>(t)]);

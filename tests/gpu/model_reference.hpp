@@ -32,6 +32,12 @@ struct model_reference_args {
   const std::int32_t* ids = nullptr;
   const std::int32_t* labels = nullptr;
   const std::int32_t* seq_lens = nullptr;
+  // LoRA dropout and gradient accumulation: `micro` passes over the batch,
+  // pass m with dropout p = lora_dropout and mask seed dropout_seeds[m] (null:
+  // 0), each seeded with 1 / (micro * counted), accumulated. loss_sum: their sum.
+  double lora_dropout = 0;
+  int micro = 1;
+  const std::uint64_t* dropout_seeds = nullptr;
   // AdamW.
   double lr = 1e-3, beta1 = 0.9, beta2 = 0.999, adam_eps = 1e-8, weight_decay = 0.01, max_grad_norm = 0;
 };

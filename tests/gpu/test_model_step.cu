@@ -47,6 +47,21 @@
 //     whose norm is summed in another order);
 //   the bf16 copies the products read are exactly bf16(p) after the step, and
 //     the loss of a second pass with the updated adapter matches the CPU (1e-2).
+// LoRA dropout (0.5B and 3B: head dims 64 and 128): p = 0.1, two micro-batches
+// (the batch twice, dropout seeds s0 and s1, each seeded 1 / (2 counted),
+// accumulated) from the initial adapter against the CPU model with the same
+// seeds: the summed loss 1e-2 and every dA, dB 3e-2, the tolerances above (the
+// masks are the CPU's exactly: ops/lora_dropout.hpp; only bf16 rounding
+// differs). That the comparison can see a wrong mask: the CPU's dropout
+// gradient must differ from its p = 0 gradient by more than 10x the tolerance.
+// Then step() with dropout: captured and replayed graphs bit for bit equal to
+// the step launched kernel by kernel for each of three seeds (the seed is read
+// from device memory, so a replay uses the new seed), and two seeds give
+// different parameters.
+// Forward only (model_step::forward_loss, the eval path): the loss equals
+// forward_backward's bit for bit (the same forward kernels; the head only
+// skips its input gradient) and no gradient changes, with dropout off and on
+// (on: no mask, so the p = 0 loss).
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
@@ -90,10 +105,99 @@ double rel_err(const float* a, const float* b, std::size_t n, const float* base 
 }
 
 
+// Worst over all adapters; a NaN anywhere makes the worst NaN (std::max would drop it).
+double worse(double w, double e) { return std::isnan(w) || std::isnan(e) ? NAN : std::max(w, e); }
+
+// LoRA dropout (see the header): m holds the batch; a is the CPU reference's
+// input (weights, initial adapter, batch); flat the initial adapter; cdA the
+// CPU's p = 0 gradients of A. Returns false when the reference fails.
+template <class Step, class Slot>
+bool check_dropout(Step& m, sgtest::checker& c, st::model_reference_args a, const sc::adamw_hparams& h, double lr,
+                   const std::vector<float>& flat, const std::vector<const Slot*>& slot,
+                   const std::vector<std::vector<float>>& hA, const std::vector<std::vector<float>>& hB,
+                   const std::vector<std::vector<float>>& cdA, double loss_p0) {
+  const int n = static_cast<int>(slot.size());
+  const float p = 0.1f;
+  const std::uint64_t seeds[2] = {0x5eed0001ull, 0x5eed0002ull};
+  SG_CUDA_CHECK(cudaMemcpy(m.lora_params(), flat.data(), flat.size() * sizeof(float), cudaMemcpyHostToDevice));
+  m.sync_lora_bf16();
+  m.zero_grads();
+  const double half = 0.5 / static_cast<double>(m.counted());
+  double gloss = 0;
+  for (std::uint64_t sd : seeds) {
+    m.set_dropout(p, sd);
+    gloss += m.forward_backward(half, true).loss_sum;
+  }
+  const auto gd = download(m.lora_grads(), m.lora_elems());
+  // The eval pass under dropout: no mask (the p = 0 loss of the same adapter, bit for bit), no gradient written.
+  const double eval_loss = m.forward_loss().loss_sum;
+  const auto gd_after = download(m.lora_grads(), m.lora_elems());
+  double changed = 0;
+  for (std::size_t i = 0; i < gd.size(); ++i) changed = std::max(changed, double(std::abs(gd_after[i] - gd[i])));
+  c.row("dropout on: forward_loss = the p = 0 loss", std::abs(eval_loss - loss_p0), 0);
+  c.row("dropout on: forward_loss changed gradients", changed, 0);
+  std::vector<std::vector<float>> dA(n), dB(n), nA(n), nB(n);
+  std::vector<float*> pda(n), pdb(n), pna(n), pnb(n);
+  for (int k = 0; k < n; ++k) {
+    dA[k].resize(hA[k].size()), nA[k].resize(hA[k].size()), dB[k].resize(hB[k].size()), nB[k].resize(hB[k].size());
+    pda[k] = dA[k].data(), pdb[k] = dB[k].data(), pna[k] = nA[k].data(), pnb[k] = nB[k].data();
+  }
+  a.lora_dropout = p, a.micro = 2, a.dropout_seeds = seeds;
+  st::model_reference_out out;
+  out.dA = pda.data(), out.dB = pdb.data(), out.newA = pna.data(), out.newB = pnb.data();
+  if (st::model_reference_run(a, out) != 0) return false;
+  std::printf("  dropout p %.1f, 2 micro-batches: loss sum GPU %.6f, CPU %.6f\n", p, gloss, out.loss_sum);
+  c.row("dropout: loss (2 micro-batches)", std::abs(gloss - out.loss_sum) / out.loss_sum, 1e-2);
+  double effect = 0;
+  for (int k = 0; k < n; ++k) {
+    const auto& s = *slot[k];
+    const std::string name = "L" + std::to_string(s.layer) + " " + s.adapter;
+    c.row("dropout: dA " + name, rel_err(gd.data() + s.a_off, dA[k].data(), dA[k].size()), 3e-2);
+    c.row("dropout: dB " + name, rel_err(gd.data() + s.b_off, dB[k].data(), dB[k].size()), 3e-2);
+    effect = worse(effect, rel_err(cdA[k].data(), dA[k].data(), dA[k].size()));
+  }
+  std::printf("  dropout changes the CPU's dA by up to %.3e relative\n", effect);
+  c.row("dropout effect on dA > 10 x 3e-2 (0 = yes)", effect > 0.3 ? 0.0 : 1.0, 0);
+  // step() with dropout: launched kernel by kernel vs captured / replayed, per seed.
+  const auto p0 = download(m.lora_params(), m.lora_elems());
+  auto restore = [&] {
+    SG_CUDA_CHECK(cudaMemcpy(m.lora_params(), p0.data(), p0.size() * sizeof(float), cudaMemcpyHostToDevice));
+    m.sync_lora_bf16(true);
+    m.synchronize();
+  };
+  double worst = 0, dloss = 0, seeds_apart = 0;
+  std::vector<float> first;
+  for (std::uint64_t sd : {0xabc1ull, 0xabc2ull, 0xabc3ull}) {  // graph: capture, replay, replay
+    restore();
+    m.set_graphs(false);
+    m.set_dropout(p, sd);
+    const double ld = m.step(h, lr);
+    const auto pdirect = download(m.lora_params(), m.lora_elems());
+    restore();
+    m.set_graphs(true);
+    m.set_dropout(p, sd);
+    const double lg = m.step(h, lr);
+    const auto pg = download(m.lora_params(), m.lora_elems());
+    for (std::size_t i = 0; i < pg.size(); ++i) worst = std::max(worst, double(std::abs(pg[i] - pdirect[i])));
+    dloss = std::max(dloss, std::abs(lg - ld));
+    if (first.empty()) first = pdirect;
+    else
+      for (std::size_t i = 0; i < pdirect.size(); ++i) seeds_apart = std::max(seeds_apart, double(std::abs(pdirect[i] - first[i])));
+  }
+  std::printf("  dropout: %zu graphs captured\n", m.captured_graphs());
+  c.row("dropout graph step: max |p - p_direct|", worst, 0);
+  c.row("dropout graph step: |loss - loss_direct|", dloss, 0);
+  c.row("dropout: two seeds, same step (0 = no)", seeds_apart > 0 ? 0.0 : 1.0, 0);
+  m.set_dropout(0.0f, 0);
+  return true;
+}
+
 // errors: the dA / dB rows' errors of this run, appended (the baseline pass);
 // baseline: those of the baseline pass, giving each row's tolerance (see the header).
+// dropout: also check LoRA dropout (check_dropout).
 template <class Model>
-bool run(const char* shape, std::vector<double>* errors = nullptr, const std::vector<double>* baseline = nullptr) {
+bool run(const char* shape, bool dropout, std::vector<double>* errors = nullptr,
+         const std::vector<double>* baseline = nullptr) {
   using plan = Model;
   constexpr int L = 2, V = 512, r = 16, H = Model::block::input_width;
   const double alpha = 32, lr = 1e-4, wd = 0.01, max_norm = 1.0;
@@ -102,6 +206,7 @@ bool run(const char* shape, std::vector<double>* errors = nullptr, const std::ve
   sc::model_options o;
   o.layers = L, o.vocab = V, o.tied = false, o.rank = r, o.lora_scaling = static_cast<float>(alpha / r);
   o.eps = 1e-6f, o.rope_theta = 1e6f, o.ce_chunk = 128;
+  o.lora_dropout = 0.1f;  // the dropout buffer (counted in the prediction); off until set_dropout
   std::size_t free0 = 0, free1 = 0, total = 0;
   SG_CUDA_CHECK(cudaMemGetInfo(&free0, &total));
   const std::size_t live0 = sc::device_bytes_live(), allocs0 = sc::device_allocations_live();
@@ -175,6 +280,13 @@ bool run(const char* shape, std::vector<double>* errors = nullptr, const std::ve
   // ---- GPU: forward + backward, then one AdamW step --------------------------------------
   const auto gl = m.forward_backward();
   const auto ggrad = download(m.lora_grads(), m.lora_elems());
+  // Forward only (the eval loss): the same kernels as forward_backward's
+  // forward, so the same loss bit for bit; no gradient written.
+  const auto fl = m.forward_loss();
+  const auto ggrad_fwd = download(m.lora_grads(), m.lora_elems());
+  double fwd_grad_change = 0;
+  for (std::size_t i = 0; i < ggrad.size(); ++i)
+    fwd_grad_change = std::max(fwd_grad_change, double(std::abs(ggrad_fwd[i] - ggrad[i])));
   sc::adamw_hparams h;
   h.lr = lr, h.weight_decay = wd, h.max_grad_norm = max_norm;
   m.optimizer_step(h, lr);
@@ -212,6 +324,8 @@ bool run(const char* shape, std::vector<double>* errors = nullptr, const std::ve
               static_cast<long long>(gl.counted), out.loss_sum / double(out.counted),
               static_cast<long long>(out.counted), gnorm, out.grad_norm);
   c.row("counted tokens (GPU - CPU)", std::abs(double(gl.counted - out.counted)), 0);
+  c.row("forward_loss: |loss - forward_backward's|", std::abs(fl.loss_sum - gl.loss_sum), 0);
+  c.row("forward_loss: gradients changed (max)", fwd_grad_change, 0);
   c.row("loss", std::abs(gl.mean() - out.loss_sum / double(out.counted)) / (out.loss_sum / double(out.counted)), 1e-2);
   c.row("global gradient norm", std::abs(gnorm - out.grad_norm) / out.grad_norm, 3e-2);
   for (int k = 0; k < L * 7; ++k) {
@@ -226,8 +340,6 @@ bool run(const char* shape, std::vector<double>* errors = nullptr, const std::ve
     c.row("dA " + n, ea, ta);
     c.row("dB " + n, eb, tb);
   }
-  // Worst over all adapters; a NaN anywhere makes the worst NaN (std::max would drop it).
-  auto worse = [](double w, double e) { return std::isnan(w) || std::isnan(e) ? NAN : std::max(w, e); };
   double wa = 0, wb = 0;
   for (int k = 0; k < L * 7; ++k) {
     const auto& s = *slot[k];
@@ -310,6 +422,7 @@ bool run(const char* shape, std::vector<double>* errors = nullptr, const std::ve
     c.row("graph step: |loss - loss_direct|", dloss, 0);
     c.row("graphs captured (expect 1)", std::abs(double(m.captured_graphs()) - 1.0), 0);
   }
+  if (dropout && !check_dropout(m, c, a, h, lr, flat, slot, hA, hB, cdA, gl.loss_sum)) return false;
   std::printf("  %s\n", c.ok ? "PASS" : "FAIL");
   return c.ok;
 }
@@ -331,21 +444,22 @@ int main(int argc, char** argv) {
   };
   // Each shape twice: first on the mma.sync attention kernels (the baseline:
   // dA / dB only recorded, bounded by 1), then on the default kernels.
-  auto both = [](auto tag, const char* shape) {
+  // Dropout is checked in the second pass only.
+  auto both = [](auto tag, const char* shape, bool dropout) {
     using Model = typename decltype(tag)::type;
     std::vector<double> base;
     sc::attention_kernel_override() = sc::attention_kernel::portable;
     std::printf("-- baseline pass: mma.sync attention\n");
-    bool ok = run<Model>(shape, &base);
+    bool ok = run<Model>(shape, false, &base);
     sc::attention_kernel_override() = sc::attention_kernel::fastest;
     std::printf("-- the default kernels\n");
-    return run<Model>(shape, nullptr, &base) && ok;
+    return run<Model>(shape, dropout, nullptr, &base) && ok;
   };
   try {
     bool ok = true;
-    if (wanted("0.5b")) ok = both(std::type_identity<sc::plans::qwen2_0_5b::model>{}, "0.5b") && ok;
-    if (wanted("3b")) ok = both(std::type_identity<sc::plans::qwen2_3b::model>{}, "3b") && ok;  // GQA 16/2, head dim 128
-    if (wanted("7b")) ok = both(std::type_identity<sc::plans::qwen2_7b::model>{}, "7b") && ok;  // GQA 28/4
+    if (wanted("0.5b")) ok = both(std::type_identity<sc::plans::qwen2_0_5b::model>{}, "0.5b", true) && ok;
+    if (wanted("3b")) ok = both(std::type_identity<sc::plans::qwen2_3b::model>{}, "3b", true) && ok;  // GQA 16/2, head dim 128
+    if (wanted("7b")) ok = both(std::type_identity<sc::plans::qwen2_7b::model>{}, "7b", false) && ok;  // GQA 28/4
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
     return ok ? 0 : 1;
   } catch (const std::exception& e) {

@@ -3,7 +3,10 @@
 // loaded; a non-finite step names the step and the first non-finite LoRA
 // tensor; the schedule options (--steps 1, --epochs, --warmup-ratio,
 // --min-lr-ratio), several --data files and --config YAML (the command line
-// winning over the file; OUT/config.yaml reads back to the same run).
+// winning over the file; OUT/config.yaml reads back to the same run);
+// --memory-budget on the CPU (the plan printed, a budget between the
+// smallest plan and keeping everything recomputes and gives bit-identical
+// losses, one below the smallest plan fails naming the flag).
 #include <doctest/doctest.h>
 
 #include <unistd.h>
@@ -19,6 +22,7 @@
 #include "staticgrad/io/safetensors.hpp"
 #include "staticgrad/io/safetensors_writer.hpp"
 #include "staticgrad/train/metrics.hpp"
+#include "support/memory_line.hpp"
 #include "support/run_tool.hpp"
 
 namespace fs = std::filesystem;
@@ -83,6 +87,9 @@ TEST_CASE("finetune: every bad option exits 1 naming its flag, before anything i
       {"--gpus 0", "--gpus"},
       {"--target-modules lm_head", "lm_head"},
       {"--resume " + (out / "nothing").string(), "--resume"},
+      {"--memory-budget -1", "--memory-budget"},
+      {"--memory-budget nan", "--memory-budget"},
+      {"--memory-budget 1e9", "--memory-budget"},
   };
   for (const auto& [flags, named] : cases) {
     INFO(flags);
@@ -317,4 +324,53 @@ TEST_CASE("finetune --early-stopping-patience: the adapter written is the best e
   CHECK(final_bytes == test::slurp(out / "best_adapter" / "adapter_model.safetensors"));
   CHECK(final_bytes == test::slurp(out / "checkpoint-1" / "adapter_model.safetensors"));
   CHECK(final_bytes != test::slurp(out / "checkpoint-2" / "adapter_model.safetensors"));
+}
+
+TEST_CASE("finetune --device cpu --memory-budget: the plan is printed and used; recompute changes no loss") {
+  if (!have_tool()) return;
+  // Two layers: with one, every plan holds one arena and recomputing saves nothing.
+  const std::string d = sg_fixtures::hf_fixture_dir("untied_v256_l2_r8_rslora_subset").string();
+  auto base = [&](const fs::path& out) {
+    return "finetune --model " + d + " --data " + d + "/data.jsonl --out " + out.string();
+  };
+  const std::string args = small + " --steps 2 --device cpu";
+  // No budget: the CPU keeps every saved value, and says so.
+  const auto o0 = scratch("budget_none");
+  auto r = run(base(o0) + args);
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  CHECK(test::memory_line(r.out).find("memory: keep every saved value (no --memory-budget") == 0);
+  const auto ref = train::read_metrics(o0 / "metrics.jsonl", 1 << 30);
+  REQUIRE(ref.size() == 2);
+  // A large budget: keep everything, with the sizes of both ends printed.
+  const auto o1 = scratch("budget_large");
+  r = run(base(o1) + args + " --memory-budget 1000");
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  const std::string line = test::memory_line(r.out);
+  CHECK(line.find("memory: budget 1000.0000 GiB (--memory-budget") == 0);
+  CHECK(line.find("plan: keep every saved value;") != std::string::npos);
+  const double keep = test::memory_line_bytes(r.out, "keeping everything "),
+               smallest = test::memory_line_bytes(r.out, "smallest plan ");
+  REQUIRE(smallest > 0);
+  REQUIRE(smallest < keep);
+  // Between the two: something is recomputed, within the budget, and the losses are the same bits.
+  const auto o2 = scratch("budget_mid");
+  const double mid = 0.5 * (keep + smallest);
+  r = run(base(o2) + args + " --memory-budget " + test::budget_gib(mid));
+  INFO(r.out);
+  REQUIRE(r.rc == 0);
+  const std::string mid_line = test::memory_line(r.out);
+  CHECK((mid_line.find("plan: recompute") != std::string::npos || mid_line.find("re-run the whole block") != std::string::npos));
+  CHECK(test::memory_line_bytes(r.out, "predicted peak ") <= mid);
+  const auto rows = train::read_metrics(o2 / "metrics.jsonl", 1 << 30);
+  REQUIRE(rows.size() == 2);
+  for (std::size_t i = 0; i < rows.size(); ++i) CHECK(rows[i].loss == ref[i].loss);
+  // Below the smallest plan: exit 1 naming the flag and the minimum.
+  const auto o3 = scratch("budget_small");
+  r = run(base(o3) + args + " --memory-budget " + test::budget_gib(0.5 * smallest));
+  INFO(r.out);
+  CHECK(r.rc == 1);
+  CHECK(r.out.find("--memory-budget") != std::string::npos);
+  CHECK(r.out.find("the smallest memory plan") != std::string::npos);
 }

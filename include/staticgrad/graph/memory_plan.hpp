@@ -29,6 +29,7 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <string>
 
 #include "staticgrad/graph/schedule.hpp"
@@ -132,6 +133,7 @@ struct step_layout {
   bool tied = true;
   int rank = 16;
   std::int64_t ce_chunk = 2048;
+  bool lora_dropout = false;  // the executor's masked LoRA input buffer (lora_dropout_width elements per token)
 };
 
 struct step_bytes {
@@ -140,6 +142,16 @@ struct step_bytes {
 };
 
 constexpr std::int64_t stride_of(std::int64_t T) { return (T + 127) / 128 * 128; }
+
+// Elements per token of the CUDA executor's LoRA dropout buffer: the widest
+// adapter input (one masked X at a time, [T, in] bf16).
+template <int N>
+constexpr int lora_dropout_width(const schedule<N>& s) {
+  int w = 0;
+  for (int i = 0; i < s.n_params; ++i)
+    if (s.params[i].kind == op_kind::lora_adapter && s.params[i].cols > w) w = s.params[i].cols;
+  return w;
+}
 
 template <int NB, int NH, int NE>
 constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>& head, const schedule<NE>& emb,
@@ -167,6 +179,7 @@ constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>
   };
   b.saved = Tp * saved_bytes_per_token(blk, a.rank, a.layers, p) + arena(head) + arena(emb);
   b.workspace = work(blk) + work(head) + work(emb);
+  if (a.lora_dropout) b.workspace += Tp * 2.0 * lora_dropout_width(blk);
   const double C = double(std::min<std::int64_t>((std::max<std::int64_t>(a.ce_chunk, 1) + 127) / 128 * 128, stride_of(a.tokens)));
   b.lm_head_chunk = C * V * (4 + 2);
   int heads = 0;
@@ -221,6 +234,36 @@ std::string policy_text(const schedule<N>& s, const memory_policy& p, int layers
     o += "; re-run the whole block forward in backward for " + std::to_string(p.block_layers) + " of " +
          std::to_string(layers) + " layers (layers 0.." + std::to_string(p.block_layers - 1) + " keep only their input)";
   return o;
+}
+
+// "23.7500 GiB", "512.250 MiB", "96.5 KiB": enough digits that a test can
+// pick a budget between two plans of a small model.
+inline std::string bytes_text(double bytes) {
+  char buf[40];
+  if (bytes >= double(1 << 30)) std::snprintf(buf, sizeof buf, "%.4f GiB", bytes / double(1 << 30));
+  else if (bytes >= double(1 << 20)) std::snprintf(buf, sizeof buf, "%.3f MiB", bytes / double(1 << 20));
+  else std::snprintf(buf, sizeof buf, "%.1f KiB", bytes / 1024.0);
+  return buf;
+}
+
+// The line a trainer prints when it starts (finetune --memory-budget):
+//   "memory: budget 24.0000 GiB (--memory-budget); plan: <policy text>; predicted peak 23.7500 GiB
+//    (keeping everything 37.2000 GiB, smallest plan 8.1900 GiB); predicted slowdown 1.14x"
+// budget_from: where the budget came from ("--memory-budget", "free device memory less 1 GiB").
+inline std::string memory_choice_text(const memory_choice& c, const std::string& policy, double budget,
+                                      const std::string& budget_from, double keep_all_bytes, double smallest_bytes) {
+  char slow[32];
+  std::snprintf(slow, sizeof slow, "%.2fx", c.slowdown());
+  return "memory: budget " + bytes_text(budget) + " (" + budget_from + "); plan: " + policy + "; predicted peak " +
+         bytes_text(c.bytes) + " (keeping everything " + bytes_text(keep_all_bytes) + ", smallest plan " + bytes_text(smallest_bytes) +
+         "); predicted slowdown " + slow;
+}
+
+// The error when even the smallest plan exceeds the budget.
+inline std::string memory_budget_error(double budget, const std::string& budget_from, double smallest_bytes) {
+  return "the memory budget of " + bytes_text(budget) + " (" + budget_from + ") cannot hold a training step: the smallest " +
+         "memory plan (every layer re-runs its block in backward) needs " + bytes_text(smallest_bytes) +
+         "; raise --memory-budget, or lower --batch-tokens / --max-len / --lora-r";
 }
 
 }  // namespace staticgrad::graph

@@ -45,6 +45,15 @@ struct backend_features {
   bool lora_dropout = false;  // honours lora_config::lora_dropout (seeded masks)
 };
 
+// What a backend keeps for backward (graph/memory_plan.hpp), from finetune
+// --memory-budget: the budget in bytes for the step's buffers (0: the
+// backend's default: CUDA the free device memory less 1 GiB; CPU keep every
+// saved value), for micro-batches of `tokens` tokens in rows of seq_len.
+struct memory_request {
+  double budget_bytes = 0;
+  std::int64_t tokens = 0, seq_len = 0;
+};
+
 // The inputs of one optimizer step.
 struct step_inputs {
   std::span<const token_batch> micro;         // grad_accum micro-batches
@@ -92,6 +101,10 @@ class backend {
   virtual std::string first_non_finite() = 0;
   // Memory the device holds for training (bytes; the CPU: peak resident set).
   virtual std::uint64_t memory_bytes() = 0;
+  // The memory plan chosen from the memory_request (graph::memory_choice_text:
+  // budget, kept / recomputed values, predicted peak and slowdown), one line
+  // for the start of a run; empty: none was chosen.
+  virtual std::string memory_plan() const { return {}; }
 };
 
 // The LoRA tensors of an adapter in the order backward produces their

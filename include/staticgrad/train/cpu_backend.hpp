@@ -33,8 +33,12 @@ class cpu_backend final : public backend {
   using model_t = models::qwen2_model<Shape>;
 
   // Loads the checkpoint directory; the adapter starts at zero (set_adapter).
-  cpu_backend(const std::filesystem::path& model_dir, const io::lora_config& lora, const adamw_options& optim)
-      : cpu_backend(model_t::load(model_dir), lora, optim) {}
+  // A memory_request with a budget picks the memory plan (qwen2_model::plan_memory).
+  cpu_backend(const std::filesystem::path& model_dir, const io::lora_config& lora, const adamw_options& optim,
+              const memory_request& mem = {})
+      : cpu_backend(model_t::load(model_dir), lora, optim) {
+    if (mem.budget_bytes > 0) choose_memory(mem);
+  }
   cpu_backend(std::unique_ptr<model_t> model, const io::lora_config& lora, const adamw_options& optim)
       : cpu_backend(*model, lora, optim) {
     owned_ = std::move(model);
@@ -108,6 +112,22 @@ class cpu_backend final : public backend {
 
   std::string first_non_finite() override { return describe_first_non_finite(grads_, adapter_); }
 
+  std::string memory_plan() const override { return memory_plan_; }
+
+  // The fastest memory plan whose step buffers (qwen2_model::predict_bytes:
+  // weights, LoRA state, residual stream, saved arenas, workspace in f32)
+  // fit mem.budget_bytes; throws naming --memory-budget when none does.
+  void choose_memory(const memory_request& mem) {
+    const int r = int(adapter_.config.r);
+    const auto c = model_->plan_memory(mem.tokens, mem.seq_len, r, mem.budget_bytes);
+    const std::string from = "--memory-budget; the CPU model's f32 step buffers";
+    require(c.fits, graph::memory_budget_error(mem.budget_bytes, from, c.bytes), {"", "--memory-budget", {}});
+    model_->set_memory(c.policy);
+    memory_plan_ = graph::memory_choice_text(c, graph::policy_text(model_t::block_program::sched, c.policy, int(model_->layers())),
+                                             mem.budget_bytes, from, model_->predict_bytes(mem.tokens, r, {}),
+                                             model_->plan_memory(mem.tokens, mem.seq_len, r, 0).bytes);
+  }
+
   std::uint64_t memory_bytes() override {
     rusage u{};
     ::getrusage(RUSAGE_SELF, &u);
@@ -119,6 +139,7 @@ class cpu_backend final : public backend {
   std::unique_ptr<model_t> owned_;
   adamw_lora opt_;
   io::lora_adapter adapter_, grads_;
+  std::string memory_plan_ = "memory: keep every saved value (no --memory-budget; on the CPU it bounds the model's f32 step buffers)";
 };
 
 }  // namespace staticgrad::train

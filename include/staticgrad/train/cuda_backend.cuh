@@ -2,6 +2,8 @@
 // One cuda::model_step<Plan> (backend/cuda/model_step.cuh) behind the
 // training loop's backend interface (backend.hpp); nvcc only.
 //
+//   memory_request (--memory-budget, default free device memory less 1 GiB)
+//     --model_step::choose_memory--> model_options::memory (memory_plan(): the line finetune prints)
 //   checkpoint (config.json + safetensors, bf16/f16/f32) --to_bf16--> device weights
 //   token_batch (kept segments) --pad to T = rows * max_len (one extra segment of id 0,
 //     labels -100)--> model_step::set_batch
@@ -12,8 +14,8 @@
 //               contiguous slice of the flat gradient array is all-reduced on
 //               the communicator's stream (overlapping the backward of layers
 //               l-1 .. 0); AdamW waits for that stream (docs/multi_gpu.md)
-//   eval_loss_sum: set_batch + forward_backward (the chunked head; the gradients it writes
-//               are overwritten by the next step, which zeroes or overwrites them)
+//   eval_loss_sum: set_batch + forward_loss (forward only: the chunked head's loss, no
+//               backward, no dropout; gradients and optimizer state untouched)
 //   adapter / optimizer in and out: the flat f32 arrays (p, m, v) <-> io::lora_adapter
 //
 // Differences from the CPU backend (docs/cuda.md "finetune on the GPU"):
@@ -24,7 +26,8 @@
 //    modules are held at A = B = 0, which keeps them exactly 0: dA = s (dY B)^T X
 //    vanishes with B = 0 and dB = s dY^T (X A^T) with A = 0, so AdamW sees
 //    g = 0, m = v = 0, update 0 / (0 + eps) = 0. adapter() checks they are still 0;
-//  - no LoRA dropout (features().lora_dropout is false; the loop refuses it);
+//  - LoRA dropout: the CPU model's mask (ops/lora_dropout.hpp) for each
+//    micro-batch's step_inputs::dropout_seed, through model_step::set_dropout;
 //  - bf16 weights and activations: losses within ~1e-3 relative of the CPU's, not bit for bit.
 //  - no fmt here or in what it includes: nvcc's host pass rejects fmt 9.
 #include <cuda_runtime.h>
@@ -58,12 +61,11 @@ class cuda_backend final : public backend {
   using model_t = cuda::model_step<Plan>;
 
   // tokens: T, the static token count of every batch (rows * max_len).
+  // mem: the memory budget (0: the free device memory less 1 GiB) and the row
+  // length; model_step::choose_memory picks what is kept before anything is allocated.
   cuda_backend(const std::filesystem::path& model_dir, const io::lora_config& lora, const adamw_options& optim,
-               std::int64_t tokens)
+               std::int64_t tokens, const memory_request& mem = {})
       : lora_(lora), T_(tokens) {
-    require(lora.lora_dropout == 0,
-            "--lora-dropout > 0 is not implemented on CUDA (use --device cpu, or --lora-dropout 0)",
-            {"", "--lora-dropout", {}});
     cfg_ = io::read_hf_config(model_dir);
     const std::string cfg_file = (model_dir / "config.json").string();
     require(models::shape_matches<typename Plan::shape>(cfg_),
@@ -79,6 +81,8 @@ class cuda_backend final : public backend {
     mo.lora_scaling = static_cast<float>(lora.scaling());
     mo.eps = static_cast<float>(cfg_.rms_norm_eps);
     mo.rope_theta = static_cast<float>(cfg_.rope_theta);
+    mo.lora_dropout = static_cast<float>(lora.lora_dropout);
+    choose_memory(mo, mem);
     model_ = std::make_unique<model_t>(T_, mo);
     load_weights(model_dir);
     hp_.lr = optim.lr, hp_.beta1 = optim.beta1, hp_.beta2 = optim.beta2, hp_.eps = optim.eps;
@@ -91,7 +95,7 @@ class cuda_backend final : public backend {
 
   model_t& model() { return *model_; }
   const io::hf_config& config() const override { return cfg_; }
-  backend_features features() const override { return {"cuda", false}; }
+  backend_features features() const override { return {"cuda", true}; }
   std::int64_t max_batch_tokens() const override { return T_; }
 
   void set_adapter(const io::lora_adapter& a) override {
@@ -113,14 +117,17 @@ class cuda_backend final : public backend {
 
   step_outputs train_step(const step_inputs& in) override {
     step_outputs out;
+    const float p = static_cast<float>(lora_.lora_dropout);
     if (in.micro.size() == 1 && !in.comm) {
       upload_batch(in.micro[0]);
+      model_->set_dropout(p, in.dropout_seed[0]);
       out.loss_sum = model_->step(hp_, in.lr) * static_cast<double>(model_->counted());  // one CUDA graph
     } else {
       model_->zero_grads();
-      for (std::size_t i = 0; i < in.micro.size(); ++i) {
-        upload_batch(in.micro[i]);
-        hook_scope reduce(*model_, in.comm && i + 1 == in.micro.size() ? reducer(*in.comm) : nullptr);
+      for (std::size_t m = 0; m < in.micro.size(); ++m) {
+        upload_batch(in.micro[m]);
+        model_->set_dropout(p, in.dropout_seed[m]);
+        hook_scope reduce(*model_, in.comm && m + 1 == in.micro.size() ? reducer(*in.comm) : nullptr);
         out.loss_sum += model_->forward_backward(in.seed_scale, true).loss_sum;
       }
       if (in.comm) in.comm->device_wait(model_->stream());  // every bucket summed before clipping + AdamW
@@ -132,7 +139,7 @@ class cuda_backend final : public backend {
 
   double eval_loss_sum(const token_batch& b) override {
     upload_batch(b);
-    return model_->forward_backward(0.0, false).loss_sum;
+    return model_->forward_loss().loss_sum;
   }
 
   std::string first_non_finite() override {
@@ -141,6 +148,7 @@ class cuda_backend final : public backend {
                                      download_flat(model_->lora_params(), "value", false));
   }
   std::uint64_t memory_bytes() override { return model_->allocated_bytes(); }
+  std::string memory_plan() const override { return memory_plan_; }
 
  private:
   // ---- data-parallel: one gradient bucket per layer ----------------------------------
@@ -170,6 +178,21 @@ class cuda_backend final : public backend {
     hook_scope& operator=(const hook_scope&) = delete;
     model_t& m_;
   };
+  // mo.memory: the fastest plan (model_step::choose_memory) within the budget.
+  void choose_memory(cuda::model_options& mo, const memory_request& mem) {
+    const bool given = mem.budget_bytes > 0;
+    const double budget = given ? mem.budget_bytes : model_t::default_budget();
+    const std::string from = given ? "--memory-budget" : "the default: free device memory less 1 GiB";
+    const std::int64_t seq_len = mem.seq_len > 0 ? mem.seq_len : T_;
+    const auto c = model_t::choose_memory(T_, seq_len, mo, budget);
+    require(c.fits, graph::memory_budget_error(budget, from, c.bytes), {"", "--memory-budget", {}});
+    mo.memory = c.policy;
+    cuda::model_options keep = mo;
+    keep.memory = {};
+    memory_plan_ = graph::memory_choice_text(c, model_t::memory_text(c.policy, mo.layers), budget, from,
+                                             double(model_t::predict_bytes(T_, keep).total()),
+                                             model_t::choose_memory(T_, seq_len, mo, 0).bytes);
+  }
 
   static std::string adapter_name(io::lora_target t) {
     return std::string(io::target_parent(t)) + "." + std::string(io::target_name(t));
@@ -270,6 +293,7 @@ class cuda_backend final : public backend {
   std::vector<bf16> staging_;
   std::vector<std::int32_t> ids_, labels_, seq_lens_;
   std::vector<std::size_t> bucket_;  // [L + 1]: layer l's gradients start at bucket_[l]
+  std::string memory_plan_;
 };
 
 }  // namespace staticgrad::train

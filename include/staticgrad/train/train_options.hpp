@@ -45,6 +45,7 @@ struct train_options {
   std::vector<std::string> eval_files;   // --eval-data
   std::int64_t eval_every = 0;      // --eval-every: > 0: eval loss every that many steps (and at the end)
   std::int64_t early_stopping_patience = 0;  // --early-stopping-patience: stop after P evals without a new best
+  double memory_budget_gib = 0;     // --memory-budget: GiB for the step's buffers (0: CUDA free memory less 1 GiB; CPU keep all)
   std::int64_t log_every = 0;       // --log-every: plain lines every N steps (0: a live line on a terminal, else every step)
   std::ostream* log = &std::cout;   // progress; nullptr = quiet
 };
@@ -109,6 +110,7 @@ inline void check_options(const train_options& o, const io::hf_config* model = n
   finite_in(o.lora.lora_dropout, 0, 1, false, "--lora-dropout", "a probability in [0, 1)");
   require(o.lora.lora_dropout < 1, "got 1; expected a probability in [0, 1)", flag("--lora-dropout"));
   require(!o.lora.target_modules.empty(), "no LoRA target modules", flag("--target-modules"));
+  finite_in(o.memory_budget_gib, 0, 1e6, false, "--memory-budget", "GiB in [0, 1e6] (0: the default)");
   require(o.save_every >= 0, "got " + std::to_string(o.save_every) + "; expected at least 0", flag("--save-every"));
   require(o.save_total_limit >= 0, "got " + std::to_string(o.save_total_limit) + "; expected at least 0",
           flag("--save-total-limit"));

@@ -42,8 +42,11 @@
 //     tmp_act_width: an accumulated attention gradient; tmp_stat_width: an
 //     unsaved lse), allocated once; allocated_bytes() is exactly what
 //     plan_bytes() (below) predicts for the same T and r.
-// Not done here (documented in docs/cuda.md): LoRA dropout (p > 0 is refused),
-// the fused LoRA layout (X with leading dimension in + r, which the buffer
+//   * LoRA dropout (runtime_config::lora_dropout > 0 at construction allocates
+//     the masked-input buffer, [Tp, widest adapter input] bf16; set_dropout(p,
+//     seed) turns it on): the CPU executor's counter-based mask (lora_dropout.cuh),
+//     recomputed in backward, the seed read from device memory.
+// Not done here (documented in docs/cuda.md): the fused LoRA layout (X with leading dimension in + r, which the buffer
 // plan does not produce yet; lora_gemm.cuh's fused objects need it), the
 // embedding and LM head entries (model_step runs those) and the optimizer.
 #include <cublasLt.h>
@@ -62,12 +65,14 @@
 
 #include "staticgrad/backend/cuda/attention.cuh"
 #include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/backend/cuda/lora_dropout.cuh"
 #include "staticgrad/backend/cuda/lora_gemm.cuh"
 #include "staticgrad/backend/cuda/matmul.cuh"
 #include "staticgrad/backend/cuda/model_kernels.cuh"
 #include "staticgrad/backend/cuda/plan_desc.hpp"
 #include "staticgrad/backend/cuda/row_group.cuh"
 #include "staticgrad/core/error.hpp"
+#include "staticgrad/graph/memory_plan.hpp"
 #include "staticgrad/ops/op_traits.hpp"
 
 namespace staticgrad::cuda {
@@ -164,8 +169,9 @@ template <class Plan>
 struct plan_bytes {
   static constexpr const auto& S = Plan::data;
   static std::size_t workspace(std::int64_t T) { return 2ull * token_stride(T) * S.workspace_width; }
-  static std::size_t temporaries(std::int64_t T, int r) {
-    return static_cast<std::size_t>(token_stride(T)) * (2ull * r * S.tmp_rank_width + 2ull * S.tmp_act_width + 4ull * S.tmp_stat_width);
+  static std::size_t temporaries(std::int64_t T, int r, bool lora_dropout = false) {
+    return static_cast<std::size_t>(token_stride(T)) * (2ull * r * S.tmp_rank_width + 2ull * S.tmp_act_width + 4ull * S.tmp_stat_width +
+                                                        (lora_dropout ? 2ull * graph::lora_dropout_width(S) : 0ull));
   }
   static std::size_t saved(std::int64_t T, int r) {
     return static_cast<std::size_t>(token_stride(T)) *
@@ -251,9 +257,7 @@ class block_executor {
       : T_(T), r_(r), cfg_(cfg), opt_(o) {
     require(T > 0 && T < (std::int64_t{1} << 31), "block_executor: T must be in [1, 2^31)");
     require(r > 0, "block_executor: the LoRA rank must be positive");
-    require(cfg.lora_dropout <= 0.0f,
-            "block_executor: LoRA dropout p > 0 is not implemented on CUDA yet (set lora_dropout = 0; the CPU executor "
-            "supports it)");
+    require(cfg.lora_dropout >= 0.0f && cfg.lora_dropout < 1.0f, "block_executor: LoRA dropout outside [0, 1)");
     Tp_ = cuda::token_stride(T);
     // A blocking stream: it orders with the legacy default stream, so a caller's
     // cudaMemcpy/cudaMemset (which may return before the copy is done) is
@@ -288,6 +292,8 @@ class block_executor {
     tmp_rank_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * r_ * S.tmp_rank_width);
     tmp_act_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * S.tmp_act_width);
     tmp_stat_ = device_array<float>(static_cast<std::size_t>(Tp_) * S.tmp_stat_width);
+    if (cfg_.lora_dropout > 0.0f) drop_ = device_array<bf16>(static_cast<std::size_t>(Tp_) * graph::lora_dropout_width(S));
+    cfg_.lora_dropout = 0.0f;  // off until set_dropout() gives the seed
     int heads = 0;
     for (int i = 0; i < S.n_fwd; ++i) {
       const auto& e = S.fwd[i];
@@ -338,7 +344,7 @@ class block_executor {
   // kLoraWorkspaceBytes, attention backward) are reported apart.
   std::size_t plan_allocated_bytes() const {
     return workspace_.size() * sizeof(bf16) + tmp_rank_.size() * sizeof(bf16) + tmp_act_.size() * sizeof(bf16) +
-           tmp_stat_.size() * sizeof(float);
+           tmp_stat_.size() * sizeof(float) + drop_.size() * sizeof(bf16);
   }
   // cuBLASLt's workspace, attention backward's, and the LM head's chunk of logits (f32) and their gradient (bf16).
   std::size_t kernel_workspace_bytes() const {
@@ -410,6 +416,19 @@ class block_executor {
     positions_ = positions, seq_start_ = seq_start, nseq_ = nseq;
   }
   void set_accumulate(bool acc) { accumulate_ = acc; }
+  // ---- LoRA dropout (lora_dropout.cuh) --------------------------------------------
+  // p in [0, 1) on the LoRA input of every adapter; seed: one uint64 in device
+  // memory, read by the kernels (the caller writes it per micro-batch). p > 0
+  // needs an executor constructed with runtime_config::lora_dropout > 0.
+  void set_dropout(float p, const std::uint64_t* seed) {
+    require(p >= 0.0f && p < 1.0f, "block_executor: LoRA dropout outside [0, 1)");
+    require(p == 0.0f || (drop_.get() != nullptr && seed != nullptr),
+            "block_executor: LoRA dropout p > 0 needs runtime_config::lora_dropout > 0 at construction and a seed");
+    cfg_.lora_dropout = p, dropout_seed_ = seed;
+  }
+  float dropout() const { return cfg_.lora_dropout; }
+  // The layer index mixed into every adapter's dropout stream (adapter_stream).
+  void set_layer(int l) { cfg_.layer = l; }
 
   // bf16 copies of every adapter's A and B (once per optimizer step), on stream().
   void refresh_lora() {
@@ -587,7 +606,9 @@ class block_executor {
     if (e.adapter < 0) return;
     const auto& l = b_.lora[static_cast<std::size_t>(e.adapter)];
     bf16* Z = e.aux.in_memory() ? bptr(e.aux, s) : tmp_rank_.get();
-    gemm(T_, r_, e.dim_in, false, true, CUDA_R_16BF, X, l.a16, Z, 1.0f, 0.0f);
+    // With dropout: Z = c mask(X) A^T (c = 1 / (1 - p)); the base product read X itself.
+    const bf16* Xl = dropping() ? masked_input(e, X) : X;
+    gemm(T_, r_, e.dim_in, false, true, CUDA_R_16BF, Xl, l.a16, Z, dropout_scale(), 0.0f);
     gemm(T_, e.dim_out, r_, false, true, CUDA_R_16BF, Z, l.b16, Y, cfg_.lora_scaling, e.weight >= 0 ? 1.0f : 0.0f);
   }
 
@@ -641,6 +662,7 @@ class block_executor {
   }
 
   // dB (+)= s dY^T Z;  dZ = s dY B16;  dA (+)= dZ^T X;  dX (+)= dZ A16   (the CPU's order).
+  // With dropout (c = 1 / (1 - p)): dA (+)= c dZ^T mask(X);  dX (+)= mask(c dZ A16).
   void run_lora_bwd(const graph::entry& e, const layer_saved& s) {
     const auto& l = b_.lora[static_cast<std::size_t>(e.adapter)];
     const float sc = cfg_.lora_scaling, g = accumulate_ ? 1.0f : 0.0f;
@@ -649,9 +671,26 @@ class block_executor {
     bf16* dz = tmp_rank_.get();
     if (l.dB) gemm(e.dim_out, r_, T_, true, false, CUDA_R_32F, dY, Z, l.dB, sc, g);
     gemm(T_, r_, e.dim_out, false, false, CUDA_R_16BF, dY, l.b16, dz, sc, 0.0f);
-    if (l.dA) gemm(r_, e.dim_in, T_, true, false, CUDA_R_32F, dz, bptr(e.in[0], s), l.dA, 1.0f, g);
-    if (e.dx[0].in_memory())
-      gemm(T_, e.dim_in, r_, false, false, CUDA_R_16BF, dz, l.a16, bptr(e.dx[0], s), 1.0f, e.acc[0] ? 1.0f : 0.0f);
+    const bf16* X = bptr(e.in[0], s);
+    if (l.dA) gemm(r_, e.dim_in, T_, true, false, CUDA_R_32F, dz, dropping() ? masked_input(e, X) : X, l.dA, dropout_scale(), g);
+    if (!e.dx[0].in_memory()) return;
+    bf16* dX = bptr(e.dx[0], s);
+    if (!dropping()) {
+      gemm(T_, e.dim_in, r_, false, false, CUDA_R_16BF, dz, l.a16, dX, 1.0f, e.acc[0] ? 1.0f : 0.0f);
+      return;
+    }
+    gemm(T_, e.dim_in, r_, false, false, CUDA_R_16BF, dz, l.a16, drop_.get(), dropout_scale(), 0.0f);
+    lora_dropout_grad(drop_.get(), dX, T_, e.dim_in, cfg_.lora_dropout, dropout_seed_, dropout_stream(e), e.acc[0], stream_);
+  }
+
+  // ---- LoRA dropout -------------------------------------------------------------------
+  bool dropping() const { return cfg_.lora_dropout > 0.0f; }
+  float dropout_scale() const { return dropping() ? 1.0f / (1.0f - cfg_.lora_dropout) : 1.0f; }  // dropout_fn::scale's
+  std::uint64_t dropout_stream(const graph::entry& e) const { return adapter_stream(S.params[e.adapter].name.view(), cfg_.layer); }
+  // mask(X) of entry e's adapter into the dropout buffer ([T, in] bf16).
+  const bf16* masked_input(const graph::entry& e, const bf16* X) {
+    lora_dropout_mask(X, drop_.get(), T_, e.dim_in, cfg_.lora_dropout, dropout_seed_, dropout_stream(e), stream_);
+    return drop_.get();
   }
 
   // attention_backward overwrites dq, dk, dv: an accumulated (or unwanted)
@@ -692,6 +731,8 @@ class block_executor {
   cudaGraphExec_t exec_ = nullptr;
   device_array<bf16> workspace_, tmp_rank_, tmp_act_;
   device_array<float> tmp_stat_, attn_ws_;
+  device_array<bf16> drop_;                     // LoRA dropout: mask(X), then mask's gradient input ([Tp, widest in])
+  const std::uint64_t* dropout_seed_ = nullptr;  // device: the micro-batch's dropout seed
   device_array<char> lt_ws_;
   std::map<mm_key, std::unique_ptr<rm_matmul>> mm_;  // products, prepared in the constructor (not looked up by name)
   bindings b_{};

@@ -15,6 +15,11 @@
 //   m.zero_grads();
 //   for each micro-batch: m.set_batch(...); m.forward_backward(1.0 / counted_over_all, /*accumulate=*/true);
 //   m.optimizer_step(adamw, lr);
+// The eval loss (forward only: no backward, no dropout, no gradient touched):
+//   m.set_batch(...); model_loss l = m.forward_loss();
+// LoRA dropout (options().lora_dropout > 0 allocates its buffer): m.set_dropout(p, seed)
+// before each micro-batch (the CPU model's mask for that seed; the seed lives in
+// device memory, written inside the step, so a replayed graph uses each step's).
 //
 // Data flow (one stream, nothing allocated after the constructor):
 //   embedding plan:  ids [T] --gather--> x_0 [T, H]
@@ -46,7 +51,7 @@
 //     labels shifted inside each sequence, -100 ignored), as the CPU model;
 //     ignored tokens still go through the vocabulary products with a zero
 //     gradient row (static shapes).
-// Not done (docs/cuda.md): LoRA dropout (refused), checkpoint loading into
+// Not done (docs/cuda.md): checkpoint loading into
 // this object (the caller uploads), the fused [X | s XA] LoRA layout.
 #include <cublasLt.h>
 #include <cuda_bf16.h>
@@ -87,6 +92,7 @@ struct model_options {
   // What is kept for backward (graph/memory_plan.hpp): recompute tier and
   // whole-block recompute layers; choose_memory() picks one from a budget.
   graph::memory_policy memory{};
+  float lora_dropout = 0;    // > 0: allocate the LoRA dropout buffer (set_dropout() then applies it)
 };
 
 // torch.optim.AdamW options (train::adamw_options, without its host-only header).
@@ -142,7 +148,8 @@ class model_step {
     static_assert(graph::cublaslt_workspace_bytes == kLoraWorkspaceBytes, "memory_plan.hpp's cuBLASLt workspace");
     const graph::step_bytes g = graph::cuda_step_bytes(
         BS, head_plan::data, embedding_plan::data,
-        graph::step_layout{.tokens = T, .layers = o.layers, .vocab = o.vocab, .tied = o.tied, .rank = o.rank, .ce_chunk = o.ce_chunk},
+        graph::step_layout{.tokens = T, .layers = o.layers, .vocab = o.vocab, .tied = o.tied, .rank = o.rank, .ce_chunk = o.ce_chunk,
+                           .lora_dropout = o.lora_dropout > 0},
         o.memory);
     model_bytes b;
     auto z = [](double x) { return static_cast<std::size_t>(x); };
@@ -150,7 +157,7 @@ class model_step {
     b.workspace = z(g.workspace), b.lm_head_chunk = z(g.lm_head_chunk), b.kernel_workspaces = z(g.kernel_workspaces);
     b.batch = static_cast<std::size_t>(T) * 4 /* loss */ + 3 * static_cast<std::size_t>(T) * 4 /* ids, targets, positions */ +
               (static_cast<std::size_t>(T) + 1) * 4 /* sequence starts */ + (2 + model_detail::kNormBlocks) * 8 + 4 /* coef */ +
-              4 /* seed */ + sizeof(model_detail::adamw_step_args);
+              4 /* seed */ + sizeof(model_detail::adamw_step_args) + 8 /* dropout seed */;
     return b;
   }
 
@@ -193,7 +200,9 @@ class model_step {
     check_fits(T, o);
     const std::size_t live0 = device_bytes_live();
     runtime_config cfg{};
+    require(o.lora_dropout >= 0 && o.lora_dropout < 1, "model_step: lora_dropout outside [0, 1)");
     cfg.eps = o.eps, cfg.rope_theta = o.rope_theta, cfg.lora_scaling = o.lora_scaling, cfg.rank = o.rank;
+    cfg.lora_dropout = o.lora_dropout;  // the block executor allocates its dropout buffer
     blk_ = std::make_unique<block_exec>(T, o.rank, cfg);
     require(o.memory.block_layers >= 0 && o.memory.block_layers <= o.layers,
             "model_step: memory policy block_layers outside [0, layers]");
@@ -251,6 +260,7 @@ class model_step {
     coef_ = device_array<float>(1);
     seed_ = device_array<float>(1);
     args_ = device_array<model_detail::adamw_step_args>(1);
+    dropout_seed_ = device_array<std::uint64_t>(1);
     allocated_ = device_bytes_live() - live0;
 
     // ---- bindings: one dense table per layer, built once ---------------------------------
@@ -392,6 +402,34 @@ class model_step {
     grads_valid_ = counted_ > 0 || accumulate;
     return finish_loss(false);
   }
+  // Forward only (the eval loss): embedding, blocks, the chunked LM head's
+  // loss; no backward, no dropout, nothing of the gradients or the optimizer
+  // touched (the head runs without a seed, so it writes no input gradient).
+  // The same kernels as forward_backward's forward: the same loss. Synchronises.
+  model_loss forward_loss() {
+    require(batch_set_, "model_step: set_batch() before the forward pass");
+    const float p = blk_->dropout();
+    blk_->set_dropout(0.0f, nullptr);
+    head_->set_loss_seed(nullptr);
+    try {
+      launch_forward();
+    } catch (...) {
+      blk_->set_dropout(p, dropout_seed_.get()), head_->set_loss_seed(seed_.get());
+      throw;
+    }
+    blk_->set_dropout(p, dropout_seed_.get()), head_->set_loss_seed(seed_.get());
+    return finish_loss(false);
+  }
+  // LoRA dropout p (0: off; > 0 needs options().lora_dropout > 0) with the
+  // mask seed of the next forward_backward / step (the CPU model's
+  // dropout_seed): write it before each micro-batch. The seed goes to device
+  // memory inside the pass; p is baked into captured graphs (a new p drops them).
+  void set_dropout(float p, std::uint64_t seed) {
+    require(p == 0 || o_.lora_dropout > 0, "model_step: LoRA dropout p > 0 needs model_options::lora_dropout > 0");
+    if (p != blk_->dropout()) drop_graphs();
+    blk_->set_dropout(p, dropout_seed_.get());
+    host_->dropout_seed = seed;
+  }
   // AdamW on every LoRA parameter with the current gradients, then the bf16
   // copies; learning rate `lr` (the schedule's value). Asynchronous.
   void optimizer_step(const adamw_hparams& h, double lr) {
@@ -481,6 +519,7 @@ class model_step {
   struct pinned {
     float seed = 0;
     float max_norm = 0;
+    std::uint64_t dropout_seed = 0;
     model_detail::adamw_step_args args{};
     double loss = 0, norm = 0;
   };
@@ -532,6 +571,8 @@ class model_step {
   // The per-step scalars, pinned -> device (captured with the step).
   void upload_scalars(bool adamw) {
     SG_CUDA_CHECK(cudaMemcpyAsync(seed_.get(), &host_->seed, sizeof(float), cudaMemcpyHostToDevice, stream()));
+    SG_CUDA_CHECK(cudaMemcpyAsync(dropout_seed_.get(), &host_->dropout_seed, sizeof(std::uint64_t),
+                                  cudaMemcpyHostToDevice, stream()));
     if (adamw)
       SG_CUDA_CHECK(cudaMemcpyAsync(args_.get(), &host_->args, sizeof(host_->args), cudaMemcpyHostToDevice, stream()));
   }
@@ -556,11 +597,14 @@ class model_step {
 
   void bind_layer(int l) {
     blk_->bind(layer_b_[static_cast<std::size_t>(l)]);
+    blk_->set_layer(l);  // the dropout streams of layer l
     blk_->set_external(blk_x_, x_[static_cast<std::size_t>(l)].get());
     blk_->set_external(blk_y_, x_[static_cast<std::size_t>(l) + 1].get());
   }
 
-  void launch_forward_backward() {
+  // Embedding, blocks and the head forward, the loss summed into scalars_[0]
+  // (with the head's seed bound, d(hn) too).
+  void launch_forward() {
     const int L = o_.layers;
     recorded_.fill(false);
     mark(0);
@@ -570,9 +614,14 @@ class model_step {
       blk_->forward(saved_of(l));
     }
     mark(1);
-    head_->forward(head_saved_.view());  // with the seed: d(hn) too
+    head_->forward(head_saved_.view());
     model_detail::sum_f32_kernel<<<1, model_detail::kReduceThreads, 0, stream()>>>(loss_tok_.get(), T_, scalars_.get());
     SG_CUDA_CHECK(cudaGetLastError());
+  }
+
+  void launch_forward_backward() {
+    const int L = o_.layers;
+    launch_forward();
     head_->backward(head_saved_.view());
     mark(2);
     for (int l = L - 1; l >= 0; --l) {
@@ -662,6 +711,7 @@ class model_step {
   device_array<bf16> grad_;
   device_array<float> loss_tok_, coef_, seed_;
   device_array<model_detail::adamw_step_args> args_;
+  device_array<std::uint64_t> dropout_seed_;  // LoRA dropout: the pass's mask seed
   device_array<std::int32_t> ids_, targets_, pos_, seq_;
   device_array<double> scalars_;
   int blk_x_ = -1, blk_y_ = -1;
