@@ -57,6 +57,7 @@
 #include "staticgrad/train/demo_task.hpp"
 #include "staticgrad/train/lora_init.hpp"
 #include "staticgrad/train/metrics.hpp"
+#include "support/adapter_compare.hpp"
 #include "support/memory_line.hpp"
 
 namespace staticgrad::test {
@@ -141,19 +142,7 @@ int run(const std::string& cmd, const fs::path& log) {
 
 // Relative Frobenius distance over all targeted tensors; base: subtracted from both.
 double rel(const io::lora_adapter& a, const io::lora_adapter& b, const io::lora_adapter* base) {
-  double num = 0, den = 0;
-  for (std::int64_t l = 0; l < a.num_layers; ++l)
-    for (auto t : a.config.target_modules)
-      for (int w = 0; w < 2; ++w) {
-        const auto& x = w ? a.at(l, t).b : a.at(l, t).a;
-        const auto& y = w ? b.at(l, t).b : b.at(l, t).a;
-        for (std::size_t i = 0; i < x.size(); ++i) {
-          const double o = base ? (w ? base->at(l, t).b[i] : base->at(l, t).a[i]) : 0.0;
-          num += (double(x[i]) - y[i]) * (double(x[i]) - y[i]);
-          den += (double(y[i]) - o) * (double(y[i]) - o);
-        }
-      }
-  return std::sqrt(num / std::max(den, 1e-300));
+  return sgtest::adapter_frobenius_rel(a, b, base);
 }
 
 // The checkpoint, the data and the tool's common arguments of both checks.

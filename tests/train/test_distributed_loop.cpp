@@ -10,6 +10,7 @@
 #include <filesystem>
 #include <thread>
 
+#include "support/adapter_compare.hpp"
 #include "support/local_group.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
 #include "staticgrad/models/qwen2_model.hpp"
@@ -134,19 +135,7 @@ std::vector<run_out> run_group(int world, std::int64_t grad_accum, const std::ve
   return res;
 }
 
-// Largest |a - b| / max|b| over every LoRA tensor.
-double adapter_rel(const io::lora_adapter& a, const io::lora_adapter& b) {
-  double num = 0, den = 0;
-  for (std::int64_t l = 0; l < a.num_layers; ++l)
-    for (auto t : a.config.target_modules)
-      for (int w = 0; w < 2; ++w) {
-        const auto& x = w ? a.at(l, t).b : a.at(l, t).a;
-        const auto& y = w ? b.at(l, t).b : b.at(l, t).a;
-        for (std::size_t i = 0; i < x.size(); ++i)
-          num = std::max(num, std::abs(double(x[i]) - y[i])), den = std::max(den, std::abs(double(y[i])));
-      }
-  return num / den;
-}
+double adapter_rel(const io::lora_adapter& a, const io::lora_adapter& b) { return sgtest::adapter_max_rel(a, b); }
 
 }  // namespace
 

@@ -283,14 +283,17 @@ TEST_CASE("finetune on a terminal: one live progress line; --log-every N: plain 
   CHECK(r.out.find("step 5/5  loss") != std::string::npos);  // the last step always
 }
 
+// A run that evaluates on its own training data after every step.
+static test::run_result run_early_stopping(const fs::path& out, const std::string& options) {
+  return run(base(out) + small + " --eval-data " + fixture.string() + "/data.jsonl --eval-every 1" + options);
+}
+
 TEST_CASE("finetune --early-stopping-patience: stops after P evaluations without a new best") {
   if (!have_tool()) return;
   // lr 1e-30 moves B by ~1e-30: far below f32 resolution of the outputs, so the
   // eval loss stays exactly the first one (no new best): evals 2 and 3 fail to improve.
   const auto out = scratch("early");
-  const std::string d = fixture.string();
-  const auto r = run(base(out) + small + " --steps 10 --lr 1e-30 --eval-data " + d +
-                     "/data.jsonl --eval-every 1 --early-stopping-patience 2");
+  const auto r = run_early_stopping(out, " --steps 10 --lr 1e-30 --early-stopping-patience 2");
   INFO(r.out);
   REQUIRE(r.rc == 0);
   CHECK(r.out.find("early stopping: no new best eval loss in 2 evaluations") != std::string::npos);
@@ -308,9 +311,7 @@ TEST_CASE("finetune --early-stopping-patience: the adapter written is the best e
   // so patience 1 stops after step 2 with step 1 the best. --save-every 1 keeps
   // both steps' adapters (checkpoint-1, checkpoint-2) to compare against.
   const auto out = scratch("early_best");
-  const std::string d = fixture.string();
-  const auto r = run(base(out) + small + " --steps 12 --lr 0.3 --eval-data " + d +
-                     "/data.jsonl --eval-every 1 --early-stopping-patience 1 --save-every 1");
+  const auto r = run_early_stopping(out, " --steps 12 --lr 0.3 --early-stopping-patience 1 --save-every 1");
   INFO(r.out);
   REQUIRE(r.rc == 0);
   const auto rows = train::read_metrics(out / "metrics.jsonl", 1 << 30);
