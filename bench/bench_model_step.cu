@@ -21,6 +21,7 @@
 //   bench_model_step 1.5b --memory-budget 24      the fastest plan that fits 24 GiB (graph/memory_plan.hpp)
 //   bench_model_step 1.5b --memory-budget free    ... that fits the free device memory less 1 GiB
 //   bench_model_step 1.5b --policy 3,10           recompute tier 3, 10 whole-block layers (explicit)
+//   bench_model_step 1.5b --policy 3,28,28        ... every layer re-run, every layer input offloaded to host memory
 //   bench_model_step 1.5b --seqs 1 --seq-len 32768 --memory-budget free   long context
 // With a budget or policy the chosen plan, its predicted peak and predicted
 // slowdown are printed, and the measured device use beside the prediction.
@@ -54,7 +55,7 @@ constexpr int kRank = 16;
 // The memory request of a run: none (keep everything), a budget, or a policy.
 struct memory_request {
   double budget_gib = -1;  // > 0: a budget; 0: free memory less 1 GiB; < 0: none
-  int tier = -1, blocks = 0;  // tier >= 0: an explicit policy
+  int tier = -1, blocks = 0, offload = 0;  // tier >= 0: an explicit policy
 };
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
@@ -97,7 +98,7 @@ result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kS
     o.eps = 1e-6f, o.rope_theta = 1e6f, o.ce_chunk = chunk;
     using M = sc::model_step<Plan>;
     if (mem.tier >= 0) {
-      o.memory = {mem.tier, mem.blocks};
+      o.memory = {mem.tier, mem.blocks, mem.offload};
       res.slowdown = M::evaluate_memory(kT, kSeqLen, o).slowdown();
     }
     if (mem.budget_gib >= 0) {
@@ -110,7 +111,8 @@ result run(const char* label, int layers, std::int64_t kVocab, bool tied, int kS
       res.slowdown = c.slowdown();
     }
     res.plan = M::memory_text(o.memory, layers) + " [tier " + std::to_string(o.memory.tier) + ", " +
-               std::to_string(o.memory.block_layers) + " block layers]";
+               std::to_string(o.memory.block_layers) + " block layers, " + std::to_string(o.memory.offload_layers) +
+               " offloaded inputs]";
     sc::model_step<Plan> m(kT, o);
     res.seqs = kSeqs;
     res.predicted_gib = static_cast<double>(sc::model_step<Plan>::predict_bytes(kT, o).total()) / kGiB;
@@ -217,14 +219,14 @@ int main(int argc, char** argv) {
     return 77;
   }
   // bench_model_step [size ...] [--seqs N] [--seq-len N] [--steps N] [--chunk N] [--memory-budget GiB|free]
-  // [--policy TIER,BLOCKS]: sizes 0.5b 1.5b 3b 7b (default 0.5b 1.5b), batch N x seq-len (default 8 x 2048).
+  // [--policy TIER,BLOCKS[,OFFLOAD]]: sizes 0.5b 1.5b 3b 7b (default 0.5b 1.5b), batch N x seq-len (default 8 x 2048).
   std::vector<std::string> sizes;
   int seqs = 8, steps = 10, seq_len = 2048;
   std::int64_t chunk = 2048;
   memory_request mem;
   const char* usage =
       "usage: bench_model_step [0.5b|1.5b|3b|7b ...] [--seqs N] [--seq-len N] [--steps N] [--chunk N] "
-      "[--memory-budget GiB|free] [--policy TIER,BLOCKS]\n";
+      "[--memory-budget GiB|free] [--policy TIER,BLOCKS[,OFFLOAD]]\n";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     if ((a == "--seqs" || a == "--steps" || a == "--chunk" || a == "--seq-len") && i + 1 < argc) {
@@ -241,8 +243,10 @@ int main(int argc, char** argv) {
         return 1;
       }
     } else if (a == "--policy" && i + 1 < argc) {
-      if (std::sscanf(argv[++i], "%d,%d", &mem.tier, &mem.blocks) != 2 || mem.tier < 0 || mem.blocks < 0) {
-        std::printf("bench_model_step: --policy takes TIER,BLOCKS (two non-negative integers), not '%s'\n", argv[i]);
+      mem.offload = 0;
+      const int got = std::sscanf(argv[++i], "%d,%d,%d", &mem.tier, &mem.blocks, &mem.offload);
+      if (got < 2 || mem.tier < 0 || mem.blocks < 0 || mem.offload < 0) {
+        std::printf("bench_model_step: --policy takes TIER,BLOCKS[,OFFLOAD] (non-negative integers), not '%s'\n", argv[i]);
         return 1;
       }
     } else if (a == "0.5b" || a == "1.5b" || a == "3b" || a == "7b") {

@@ -13,8 +13,11 @@
 #   trainer   scripts/gpu_trainer.sh (finetune --device cuda against --device cpu, resume, SIGTERM)
 #   bench     bench_model_step 0.5b 1.5b (tok/s, memory, what the host adds to a step)
 #   peers     scripts/bench_side_by_side.sh (HF + PEFT, Liger, Unsloth, then bench_model_step, one table)
-#   memory    bench_model_step 1.5b at --memory-budget 30 24 16 (the memory-speed curve), one 32k and one
-#             64k sequence, 7B at --memory-budget 40
+#   memory    bench_model_step 1.5b at --memory-budget 30 24 16 12 8 (the memory-speed curve), every layer
+#             input offloaded alone and with every block re-run, one 32k and one 64k sequence, 7B at
+#             --memory-budget 40
+#   peers_gc  HF + PEFT with gradient checkpointing and Unsloth with its offloaded checkpointing, 1.5B
+#             (the memory-saving peers, for the memory stage's curve)
 #   ab        A/B runs for switches that are off by default: bench_lora_gemm and bench_model_step 1.5b
 #             with STATICGRAD_TOKEN_REDUCE=0 / 1; gpu_test_model_step 7b with STATICGRAD_ATTENTION=portable
 #             (the mma.sync baseline of the same comparison) and =fastest
@@ -58,15 +61,26 @@ for s in $stages; do
     peers) have bench_model_step && OUT=$d bash "$here/bench_side_by_side.sh" "$B/bin/bench_model_step" \
              "${PEERS_SITE_TGZ:-.whl/peers_site.tar.gz}" > "$d/side_by_side.log" 2>&1
            say "side by side rc $?"; cat "$d/table.md" 2>/dev/null; grep -E "host adds" "$d/staticgrad.log" 2>/dev/null ;;
-    memory) have bench_model_step && for g in 30 24 16; do
+    memory) have bench_model_step && for g in 30 24 16 12 8; do
               timeout 120 "$B/bin/bench_model_step" 1.5b --memory-budget $g > "$d/budget_$g.log" 2>&1
               say "1.5b --memory-budget $g rc $?"; grep -E "^\| Qwen" "$d/budget_$g.log"; done
             # Long context (one sequence) and 7B at batch 8 under 40 GiB.
-            for run in "1.5b --seqs 1 --seq-len 32768 --memory-budget free" "1.5b --seqs 1 --seq-len 65536 --memory-budget free" \
+            # Offload alone (every layer input, nothing recomputed: what the copies cost) and the smallest plan.
+            for run in "1.5b --policy 0,0,28" "1.5b --policy 3,28,28" \
+                       "1.5b --seqs 1 --seq-len 32768 --memory-budget free" "1.5b --seqs 1 --seq-len 65536 --memory-budget free" \
                        "7b --memory-budget 40"; do
               f="$d/$(echo "$run" | tr -c 'a-z0-9.' '_').log"
               timeout 150 "$B/bin/bench_model_step" $run --steps 5 > "$f" 2>&1
               say "$run rc $?"; grep -E "memory budget|predicted peak|^\| Qwen" "$f"; done ;;
+    peers_gc) # The memory-saving peers beside the memory stage: HF + PEFT with gradient checkpointing,
+              # Unsloth with its offloaded gradient checkpointing (1.5B, 8 x 2048).
+              mkdir -p /tmp/peer_site && tar xzf "${PEERS_SITE_TGZ:-.whl/peers_site.tar.gz}" -C /tmp/peer_site
+              gunzip -c "$here/../data/qwen2-tokenizer/tokenizer.json.gz" > /tmp/tokenizer.json
+              PYTHONPATH=/tmp/peer_site HF_HUB_OFFLINE=1 timeout 200 python3 "$here/peers/hf_baseline.py" \
+                '[["1.5B",8,2048,true]]' > "$d/hf_gc.jsonl" 2> "$d/hf_gc.log"; say "HF + PEFT, checkpointing rc $?"
+              PYTHONPATH=/tmp/peer_site HF_HUB_OFFLINE=1 timeout 240 python3 "$here/peers/unsloth_baseline.py" \
+                '[["1.5B",8,2048,"unsloth"]]' /tmp/tokenizer.json 2> "$d/unsloth_gc.log" | grep '^{' > "$d/unsloth_gc.jsonl"
+              say "Unsloth, offloaded checkpointing rc $?"; cat "$d/hf_gc.jsonl" "$d/unsloth_gc.jsonl" ;;
     ab) for r in 0 1; do
           have bench_lora_gemm && { STATICGRAD_TOKEN_REDUCE=$r timeout 90 "$B/bin/bench_lora_gemm" --benchmark_min_time=0.05 \
             --benchmark_counters_tabular=true > "$d/lora_gemm_reduce$r.log" 2>&1; say "bench_lora_gemm TOKEN_REDUCE=$r rc $?"; }

@@ -57,13 +57,15 @@ std::string memory_text(const explain_opts& o) {
   const auto c = graph::layer_costs(blk, double(o.tokens), double(o.seq_len), o.rank, graph::device_rates{});
   auto secs = [&](const graph::memory_policy& p) { return graph::step_seconds(c, a.layers, p); };
   const double gib = double(1ull << 30), budget = o.budget_gib * gib;
-  const auto ch = graph::plan_memory(blk.n_recompute, a.layers, budget, bytes, secs);
+  const auto ch = graph::plan_memory(blk.n_recompute, a.layers, budget, bytes, secs, a.layers);  // CUDA: offload too
   std::string t = fmt::format(
       "\nmemory plan of a CUDA step: {} tokens (sequences of {}), {} layers, vocabulary {}, LoRA r = {}, budget {:.2f} GiB\n",
       o.tokens, o.seq_len, a.layers, a.vocab, o.rank, o.budget_gib);
   t += fmt::format("  keep everything     {:8.2f} GiB\n", bytes({}) / gib);
-  t += fmt::format("  smallest plan       {:8.2f} GiB (every recompute tier, every layer re-run)\n",
-                   bytes({blk.n_recompute, a.layers}) / gib);
+  t += fmt::format("  smallest plan       {:8.2f} GiB (every layer re-run, every layer input offloaded)\n",
+                   bytes({blk.n_recompute, a.layers, a.layers}) / gib);
+  if (const auto hb = graph::cuda_step_bytes(blk, head, emb, a, ch.policy).host_pinned; hb > 0)
+    t += fmt::format("  pinned host memory  {:8.2f} GiB (the offloaded layer inputs)\n", hb / gib);
   t += fmt::format("  chosen{}: {}\n", ch.fits ? "" : " (NOTHING FITS: the smallest plan)",
                    graph::policy_text(blk, ch.policy, a.layers));
   t += fmt::format("  predicted peak      {:8.2f} GiB\n  predicted slowdown  {:8.3f}x (cost model of graph/memory_plan.hpp)\n",

@@ -4,8 +4,9 @@
 
 PEERS_JSONL: the JSON lines of hf_baseline.py and unsloth_baseline.py (lines
 with an "error" key are reported, not tabulated); STATICGRAD_LOG: the output of
-bench_model_step, whose summary rows read
-  | Qwen2.5-1.5B | staticgrad ... | 54500 | 37.2 GiB allocated, ...
+bench_model_step, whose table reads
+  | model | batch | ms / step | tokens/s | ... | allocated (predicted) | ...
+  | Qwen2.5-1.5B | 8 x 2048 | 273.6 | 59891 | ... | 37.20 GiB (37.20) | ...
 Prints a Markdown table: tokens/s and peak allocated GiB per system and size,
 and staticgrad's ratio to the fastest peer of the same size."""
 import json
@@ -33,12 +34,18 @@ def peers(path):
 
 
 def staticgrad(path):
-    rows = {}
-    pat = re.compile(r"\|\s*Qwen2\.5-([\d.]+B)\s*\|\s*staticgrad[^|]*\|\s*([\d.]+)\s*\|\s*([\d.]+) GiB allocated")
+    """bench_model_step's table: the columns are found by their headers
+    ("tokens/s", "allocated (predicted)"), so added columns do not break it."""
+    rows, cols = {}, None
     for line in open(path):
-        m = pat.search(line)
-        if m:
-            rows[m.group(1)] = (float(m.group(2)), float(m.group(3)))
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if "tokens/s" in cells and "allocated (predicted)" in cells:
+            cols = (cells.index("tokens/s"), cells.index("allocated (predicted)"))
+            continue
+        m = re.match(r"Qwen2\.5-([\d.]+B)$", cells[0]) if cells else None
+        if m and cols and len(cells) > max(cols):
+            gib = re.match(r"([\d.]+) GiB", cells[cols[1]])
+            rows[m.group(1)] = (float(cells[cols[0]]), float(gib.group(1)) if gib else float("nan"))
     return rows
 
 

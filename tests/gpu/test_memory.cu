@@ -6,13 +6,19 @@
 //      re-runs its forward, on the same inputs with the same (deterministic)
 //      kernels, so the values rebuilt are the values saved: we require bit
 //      equality (tighter than bf16 rounding) and print the largest difference.
+//      Offloaded layer inputs are copied to pinned host memory and back
+//      unchanged (bf16 bytes), so the same holds with them; with 5 layers, 4
+//      and 5 offloaded inputs make 1 and 2 round trips through the ring of 3.
+//      The offloaded step is also run as a captured CUDA graph (step() with
+//      lr 0: the parameters stay, so each replay's gradients must again be
+//      the reference's, bit for bit): the copy stream is part of the graph.
 //   2. predictions: for several budgets between keep-everything and the
 //      smallest plan, the policy the planner picks fits the budget, the
 //      model's allocation counter equals predict_bytes() exactly, and the
 //      device memory the model takes (cudaMemGetInfo before construction and
 //      after a step: every allocation is made up front, none during a step, so
 //      this is the peak) is within 5% of the prediction.
-// Setup: 1. the 0.5B block shape, 4 layers, vocabulary 512, T = 2 x 192;
+// Setup: 1. the 0.5B block shape, 5 layers, vocabulary 512, T = 2 x 192;
 // 2. Qwen2.5-0.5B's shape (24 layers, vocabulary 151936), T = 4 x 2048.
 // Random weights (values do not change the memory or the determinism).
 //
@@ -24,6 +30,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -87,21 +94,29 @@ struct grads {
   std::vector<float> g;
 };
 
-grads run_policy(const sg::memory_policy& p, int layers, std::int64_t vocab, int seqs, int len) {
+// graph_steps > 0: instead of one forward_backward, that many step()s with
+// lr 0 as a captured CUDA graph (warm-up, capture + launch, replays); the
+// gradients and loss of the last.
+grads run_policy(const sg::memory_policy& p, int layers, std::int64_t vocab, int seqs, int len, int graph_steps = 0) {
   auto o = options(layers, vocab);
   o.memory = p;
+  o.graphs = graph_steps > 0;
   M m(static_cast<std::int64_t>(seqs) * len, o);
   init(m, layers, vocab);
   batch(m, vocab, seqs, len);
   grads r;
-  r.loss = m.forward_backward().loss_sum;
+  if (graph_steps == 0) r.loss = m.forward_backward().loss_sum;
+  sc::adamw_hparams h;
+  h.lr = 0, h.weight_decay = 0;
+  for (int i = 0; i < graph_steps; ++i) r.loss = m.step(h, 0.0) * static_cast<double>(m.counted());
+  if (graph_steps > 0 && m.captured_graphs() != 1) throw std::runtime_error("the offloaded step was not captured as a graph");
   r.g.resize(m.lora_elems());
   SG_CUDA_CHECK(cudaMemcpy(r.g.data(), m.lora_grads(), r.g.size() * sizeof(float), cudaMemcpyDeviceToHost));
   return r;
 }
 
 bool check_gradients() {
-  const int L = 4, seqs = 2, len = 192;
+  const int L = 5, seqs = 2, len = 192;
   const std::int64_t V = 512;
   const int K = Plan::block::data.n_recompute;
   const grads ref = run_policy({}, L, V, seqs, len);
@@ -109,9 +124,14 @@ bool check_gradients() {
   for (float x : ref.g) scale = std::max(scale, static_cast<double>(std::fabs(x)));
   bool ok = scale > 0;
   std::printf("gradients: reference (keep everything) loss %.6f, max |grad| %.3e\n", ref.loss, scale);
-  for (const sg::memory_policy p : {sg::memory_policy{1, 0}, sg::memory_policy{K, 0}, sg::memory_policy{0, 2},
-                                    sg::memory_policy{K, L}}) {
-    const grads r = run_policy(p, L, V, seqs, len);
+  struct run_case {
+    sg::memory_policy p;
+    int graph_steps;
+  };
+  for (const run_case rc : {run_case{{1, 0}, 0}, run_case{{K, 0}, 0}, run_case{{0, 2}, 0}, run_case{{K, L}, 0},
+                            run_case{{0, 0, 4}, 0}, run_case{{0, 2, L}, 0}, run_case{{K, L, L}, 0}, run_case{{K, L, L}, 4}}) {
+    const sg::memory_policy p = rc.p;
+    const grads r = run_policy(p, L, V, seqs, len, rc.graph_steps);
     double worst = 0;
     std::size_t differ = 0;
     for (std::size_t i = 0; i < r.g.size(); ++i) {
@@ -119,12 +139,15 @@ bool check_gradients() {
       worst = std::max(worst, d);
       differ += std::memcmp(&r.g[i], &ref.g[i], sizeof(float)) != 0;
     }
-    const bool same = differ == 0 && r.loss == ref.loss;
+    // step() returns the mean; times the count it may differ from the sum in the last bit.
+    const bool loss_same = rc.graph_steps ? std::fabs(r.loss - ref.loss) <= 1e-12 * std::fabs(ref.loss) : r.loss == ref.loss;
+    const bool same = differ == 0 && loss_same;
     ok = ok && same;
-    std::printf("  %s  tier %d, %d block layers (%s): loss %.6f, %zu of %zu gradient elements differ, max diff %.3e "
-                "(%.2e of max |grad|)\n",
-                same ? "PASS" : "FAIL", p.tier, p.block_layers, M::memory_text(p, L).c_str(), r.loss, differ, r.g.size(),
-                worst, worst / scale);
+    std::printf("  %s  tier %d, %d block layers, %d offloaded inputs%s (%s): loss %.6f, %zu of %zu gradient elements "
+                "differ, max diff %.3e (%.2e of max |grad|)\n",
+                same ? "PASS" : "FAIL", p.tier, p.block_layers, p.offload_layers,
+                rc.graph_steps ? ", step() replayed as a CUDA graph" : "", M::memory_text(p, L).c_str(), r.loss, differ,
+                r.g.size(), worst, worst / scale);
   }
   return ok;
 }
@@ -144,7 +167,7 @@ bool check_predictions() {
     m.forward_backward();
   }
   const double keep = static_cast<double>(M::predict_bytes(T, o).total());
-  o.memory = {Plan::block::data.n_recompute, L};
+  o.memory = {Plan::block::data.n_recompute, L, L};
   const double least = static_cast<double>(M::predict_bytes(T, o).total());
   std::printf("predictions: Qwen2.5-0.5B shape, T = %d x %d: keep everything %.3f GiB, smallest plan %.3f GiB\n", seqs,
               len, keep / kGiB, least / kGiB);
@@ -172,9 +195,10 @@ bool check_predictions() {
     const bool pass = c.fits && c.bytes <= budget && counted == c.bytes && std::fabs(err) <= 0.05;
     ok = ok && pass;
     std::printf("  %s  budget %.3f GiB -> %s: predicted %.3f GiB, allocation counter %.3f GiB, measured on the "
-                "device %.3f GiB (%+.2f%%), predicted slowdown %.3fx\n",
+                "device %.3f GiB (%+.2f%%), pinned host %.3f GiB, predicted slowdown %.3fx\n",
                 pass ? "PASS" : "FAIL", budget / kGiB, M::memory_text(c.policy, L).c_str(), c.bytes / kGiB,
-                counted / kGiB, measured / kGiB, 100.0 * err, c.slowdown());
+                counted / kGiB, measured / kGiB, 100.0 * err, double(M::predict_bytes(T, oo).host_pinned) / kGiB,
+                c.slowdown());
   }
   return ok;
 }

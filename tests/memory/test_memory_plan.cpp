@@ -127,6 +127,8 @@ TEST_CASE("every memory policy gives the same gradients bit for bit (HF fixture 
     lens.push_back(std::int32_t(s.input_ids.size()));
   }
   check_policies(*m, fx.adapter, ids, lens);
+  // Offloading layer inputs is a CUDA decision: the CPU's residual stream is host memory already.
+  CHECK_THROWS_WITH(m->set_memory({0, 0, 1}), doctest::Contains("offloading layer inputs is a CUDA plan decision"));
 }
 
 TEST_CASE("the 0.5B block shape on the CPU under a budget that forces recompute") {

@@ -13,18 +13,28 @@
 //     x_l (which the residual stream keeps anyway); their forward writes into
 //     one saved arena shared by those layers, and backward re-runs the layer's
 //     forward into it just before the layer's backward.
-// Offloading saved values to pinned host memory is not implemented (docs/memory.md).
+//   * offload_layers m (0 .. L; CUDA only): the inputs x_0 .. x_{m-1} of the
+//     first m layers wait in pinned host memory between forward and backward.
+//     On the device they pass through a ring of R = min(m, offload_ring)
+//     buffers (x_l in buffer l % R); the last R stay there, each earlier one is
+//     copied out after it is written and back before its layer's backward, on
+//     a copy stream of its own that overlaps the layers' compute. A layer input is all a whole-block layer
+//     keeps, so with n = m = L only a few [T, H] buffers of the residual
+//     stream stay on the device.
 //
 // The cost model (per step of T tokens; seconds from the schedule's entries):
 //   GEMM entries 2 * in * out FLOPs per token (LoRA: 2 r (in + out)), backward
 //   the same for dX (+ the LoRA products); attention 4 * ctx * heads * head_dim
 //   per token forward with ctx the mean causal context (seq_len / 2), 2.5x that
 //   backward; row groups their bytes per token moved; a recompute entry the
-//   bytes it moves. Rates: `device_rates` (achieved, not peak: only ratios of
-//   costs decide the choice, and the predicted slowdown is a ratio).
-// plan_memory() enumerates every (k, n), keeps those whose bytes (the
+//   bytes it moves; an offloaded layer input the part of its two copies
+//   ([T, H] bf16 each way over the host link) that its layer's forward and
+//   backward do not hide. Rates: `device_rates` (achieved, not peak: only
+//   ratios of costs decide the choice, and the predicted slowdown is a ratio).
+// plan_memory() enumerates every (k, n, m), keeps those whose bytes (the
 // caller's exact allocation formula for that policy) fit the budget, and picks
-// the fastest; ties go to the one that uses less memory.
+// the fastest; ties go to the one that offloads less (a hidden copy still
+// takes host memory and link time), then to the one that uses less memory.
 #include <algorithm>
 #include <array>
 #include <cstddef>
@@ -37,10 +47,16 @@
 namespace staticgrad::graph {
 
 struct memory_policy {
-  int tier = 0;          // row-group recompute tier, every layer
-  int block_layers = 0;  // layers whose whole block forward is re-run in backward
+  int tier = 0;            // row-group recompute tier, every layer
+  int block_layers = 0;    // layers whose whole block forward is re-run in backward
+  int offload_layers = 0;  // layers whose input waits in pinned host memory (CUDA)
   constexpr bool operator==(const memory_policy&) const = default;
 };
+
+// Device buffers the offloaded layer inputs pass through. Three: in backward,
+// layer l reads x_l, its block re-run writes x_{l+1}, and x_{l-1} is copied
+// in meanwhile, each in its own buffer.
+inline constexpr int offload_ring = 3;
 
 // Achieved rates of the device (defaults: an H100/H200 running this code's
 // kernels; the CPU backend passes its own).
@@ -48,13 +64,24 @@ struct device_rates {
   double gemm_flops = 4.0e14;       // bf16 tensor-core products, FLOP/s
   double attention_flops = 2.5e14;  // flash attention, FLOP/s
   double bytes = 3.0e12;            // device memory, B/s
+  double host_link = 2.5e10;        // pinned host <-> device copies, B/s each way (PCIe 5.0 x16, achieved)
 };
 
 // Seconds per step of one layer's parts, for T tokens of sequences of seq_len.
 struct layer_seconds {
   double forward = 0, backward = 0;
   std::array<double, max_recompute + 1> tier{};  // recompute entries of tiers 1..k together
+  double offload_copy = 0;                       // one layer input [T, H] over the host link, one way
 };
+
+// Elements per token of a block's input x (the residual stream's width).
+template <int N>
+constexpr int input_width(const schedule<N>& s) {
+  int H = 0;
+  for (int x = 0; x < s.n_externals; ++x)
+    if (s.externals[x].kind == external_kind::input) H = s.externals[x].width;
+  return H;
+}
 
 template <int N>
 constexpr layer_seconds layer_costs(const schedule<N>& s, double T, double seq_len, int r, const device_rates& d,
@@ -96,12 +123,26 @@ constexpr layer_seconds layer_costs(const schedule<N>& s, double T, double seq_l
       default: break;
     }
   }
+  c.offload_copy = T * input_width(s) * act_bytes / d.host_link;
   return c;
 }
 
-// Predicted seconds of a step of `layers` layers under policy p.
+// Device buffers of the residual stream x_0 .. x_L under policy p, and the
+// layer inputs that go to host memory and back.
+constexpr int residual_buffers(int layers, const memory_policy& p) {
+  return layers + 1 - p.offload_layers + (p.offload_layers < offload_ring ? p.offload_layers : offload_ring);
+}
+constexpr int offload_round_trips(const memory_policy& p) {
+  return p.offload_layers > offload_ring ? p.offload_layers - offload_ring : 0;
+}
+
+// Predicted seconds of a step of `layers` layers under policy p. An offloaded
+// input's copy out overlaps its layer's forward, its copy in the next layer's
+// backward; only what exceeds them counts.
 constexpr double step_seconds(const layer_seconds& c, int layers, const memory_policy& p) {
-  return layers * (c.forward + c.backward + c.tier[p.tier]) + p.block_layers * c.forward;
+  auto exposed = [](double copy, double hidden_by) { return copy > hidden_by ? copy - hidden_by : 0.0; };
+  return layers * (c.forward + c.backward + c.tier[p.tier]) + p.block_layers * c.forward +
+         offload_round_trips(p) * (exposed(c.offload_copy, c.forward) + exposed(c.offload_copy, c.backward));
 }
 
 // Saved bytes of `layers` layers under policy p, per token of stride: the kept
@@ -121,7 +162,8 @@ constexpr double saved_bytes_per_token(const schedule<N>& s, int r, int layers, 
 // block plan's arenas for `layers` layers under a policy, the head and
 // embedding plans, the frozen weights (bf16), the LoRA state (f32 p, g, m, v
 // and bf16 copies, each tensor padded to 128 elements), the residual stream
-// x_0 .. x_L and its gradient, the LM-head chunk (C x V logits f32 + their
+// x_0 .. x_L (offloaded inputs: a ring of offload_ring buffers instead) and
+// its gradient, the LM-head chunk (C x V logits f32 + their
 // gradient bf16) and the kernel workspaces (cuBLASLt's, attention backward's).
 // Arenas use the token stride Tp = T rounded up to 128.
 inline constexpr std::size_t cublaslt_workspace_bytes = std::size_t{32} << 20;  // = cuda::kLoraWorkspaceBytes
@@ -138,8 +180,10 @@ struct step_layout {
 
 struct step_bytes {
   double weights = 0, lora = 0, residual = 0, saved = 0, workspace = 0, lm_head_chunk = 0, kernel_workspaces = 0;
+  double host_pinned = 0;  // the offloaded layer inputs (host memory: not in total())
   double total() const { return weights + lora + residual + saved + workspace + lm_head_chunk + kernel_workspaces; }
 };
+
 
 constexpr std::int64_t stride_of(std::int64_t T) { return (T + 127) / 128 * 128; }
 
@@ -159,9 +203,7 @@ constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>
   step_bytes b;
   const double L = a.layers, V = double(a.vocab), r = a.rank, T = double(a.tokens), Tp = double(stride_of(a.tokens));
   auto pad = [](double n) { return double((static_cast<std::int64_t>(n) + 127) / 128 * 128); };
-  int H = 0;
-  for (int x = 0; x < blk.n_externals; ++x)
-    if (blk.externals[x].kind == external_kind::input) H = blk.externals[x].width;
+  const int H = input_width(blk);
   double lora_elems = 0;
   for (int i = 0; i < blk.n_params; ++i) {
     const auto& ps = blk.params[i];
@@ -170,7 +212,8 @@ constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>
   }
   b.weights += (a.tied ? 1 : 2) * V * H * 2 + 2.0 * H;
   b.lora = L * lora_elems * (4 * 4 + 2);
-  b.residual = (L + 1) * T * H * 2 + T * H * 2;
+  b.residual = residual_buffers(a.layers, p) * T * H * 2 + T * H * 2;
+  b.host_pinned = offload_round_trips(p) * T * H * 2;
   auto arena = [&](const auto& s) {
     return Tp * (2.0 * s.saved_act_width + 4.0 * s.saved_stat_width + 2.0 * r * s.saved_rank_width);
   };
@@ -197,21 +240,29 @@ struct memory_choice {
   double slowdown() const { return base_seconds > 0 ? seconds / base_seconds : 1.0; }
 };
 
-// bytes_of(memory_policy) -> double, seconds_of(memory_policy) -> double.
+// bytes_of(memory_policy) -> double, seconds_of(memory_policy) -> double;
+// max_offload: the most layer inputs the executor can offload (0 on the CPU,
+// whose residual stream is host memory already; `layers` on CUDA).
 template <class BytesOf, class SecondsOf>
-memory_choice plan_memory(int tiers, int layers, double budget, BytesOf&& bytes_of, SecondsOf&& seconds_of) {
+memory_choice plan_memory(int tiers, int layers, double budget, BytesOf&& bytes_of, SecondsOf&& seconds_of,
+                          int max_offload = 0) {
   memory_choice best{}, smallest{};
   best.base_seconds = smallest.base_seconds = seconds_of(memory_policy{});
   bool have_small = false;
-  for (int n = 0; n <= layers; ++n)
-    for (int k = 0; k <= tiers; ++k) {
-      const memory_policy p{k, n};
-      const double b = bytes_of(p), t = seconds_of(p);
-      if (!have_small || b < smallest.bytes) smallest.policy = p, smallest.bytes = b, smallest.seconds = t, have_small = true;
-      if (b > budget) continue;
-      if (!best.fits || t < best.seconds || (t == best.seconds && b < best.bytes))
-        best.policy = p, best.bytes = b, best.seconds = t, best.fits = true;
-    }
+  auto better = [](const memory_policy& p, double t, double b, const memory_choice& c) {
+    if (t != c.seconds) return t < c.seconds;
+    if (p.offload_layers != c.policy.offload_layers) return p.offload_layers < c.policy.offload_layers;
+    return b < c.bytes;
+  };
+  for (int m = 0; m <= max_offload && m <= layers; ++m)
+    for (int n = 0; n <= layers; ++n)
+      for (int k = 0; k <= tiers; ++k) {
+        const memory_policy p{k, n, m};
+        const double b = bytes_of(p), t = seconds_of(p);
+        if (!have_small || b < smallest.bytes) smallest.policy = p, smallest.bytes = b, smallest.seconds = t, have_small = true;
+        if (b > budget) continue;
+        if (!best.fits || better(p, t, b, best)) best.policy = p, best.bytes = b, best.seconds = t, best.fits = true;
+      }
   return best.fits ? best : smallest;
 }
 
@@ -233,6 +284,11 @@ std::string policy_text(const schedule<N>& s, const memory_policy& p, int layers
   if (p.block_layers > 0)
     o += "; re-run the whole block forward in backward for " + std::to_string(p.block_layers) + " of " +
          std::to_string(layers) + " layers (layers 0.." + std::to_string(p.block_layers - 1) + " keep only their input)";
+  if (const int trips = offload_round_trips(p); trips > 0)
+    o += "; the inputs of layers 0.." + std::to_string(trips - 1) +
+         " wait in pinned host memory between forward and backward (copies on their own stream), those of layers " +
+         std::to_string(trips) + ".." + std::to_string(p.offload_layers - 1) + " in a ring of " +
+         std::to_string(offload_ring) + " device buffers";
   return o;
 }
 
@@ -262,7 +318,8 @@ inline std::string memory_choice_text(const memory_choice& c, const std::string&
 // The error when even the smallest plan exceeds the budget.
 inline std::string memory_budget_error(double budget, const std::string& budget_from, double smallest_bytes) {
   return "the memory budget of " + bytes_text(budget) + " (" + budget_from + ") cannot hold a training step: the smallest " +
-         "memory plan (every layer re-runs its block in backward) needs " + bytes_text(smallest_bytes) +
+         "memory plan (every layer re-runs its block in backward; on CUDA their inputs wait in host memory) needs " +
+         bytes_text(smallest_bytes) +
          "; raise --memory-budget, or lower --batch-tokens / --max-len / --lora-r";
 }
 

@@ -106,6 +106,8 @@ class qwen2_model {
             "memory policy: tier " + std::to_string(p.tier) + " or block layers " + std::to_string(p.block_layers) +
                 " out of range (tiers 0.." + std::to_string(block_program::recompute_tiers()) + ", layers 0.." +
                 std::to_string(layers()) + ")");
+    require(p.offload_layers == 0, "memory policy: offloading layer inputs is a CUDA plan decision (the CPU's "
+                                   "residual stream is host memory already)");
     memory_ = p;
     block_.set_recompute_tier(p.tier);
     saved_.clear();  // re-sized for the policy by the next forward

@@ -21,7 +21,7 @@
 // before each micro-batch (the CPU model's mask for that seed; the seed lives in
 // device memory, written inside the step, so a replayed graph uses each step's).
 //
-// Data flow (one stream, nothing allocated after the constructor):
+// Data flow (one compute stream, nothing allocated after the constructor):
 //   embedding plan:  ids [T] --gather--> x_0 [T, H]
 //   block plan, l = 0 .. L-1: x_l --> x_{l+1}, saved arenas of layer l
 //   head plan: x_L --rmsnorm (row group)--> hn --lm_head_ce, per chunk of C tokens-->
@@ -29,6 +29,15 @@
 //   head plan backward: d(hn) --rmsnorm backward--> g [T, H] (the residual gradient, overwritten)
 //   block plan backward, l = L-1 .. 0: g updated in place; dA, dB written (or accumulated)
 //   AdamW: p, m, v f32 and the bf16 copies the products read, one fused kernel
+//   offloaded layer inputs (memory policy offload_layers = m): x_l, l < m,
+//     lives in ring buffer l % R (R = min(m, 3)). The last R of them stay
+//     there until their backward; each earlier one, after it is written, is
+//     copied to pinned host memory on the copy stream, its ring buffer is
+//     rewritten (by x_{l+3}) only after that copy, and in backward it is copied
+//     back while layer l + 1's backward runs (after layer l + 2's backward
+//     freed the buffer); layer l's backward waits for it. Events order the two
+//     streams, so one CUDA graph still captures the whole step (every copy
+//     out is followed by its copy in, which the compute stream waits for).
 // Invariants:
 //   * every kernel is an entry of a generated plan, except AdamW and the two
 //     reductions (loss sum, gradient norm): nothing of the model is written here;
@@ -113,6 +122,7 @@ struct model_loss {
 struct model_bytes {
   std::size_t weights = 0, lora = 0, residual = 0, saved = 0, workspace = 0, lm_head_chunk = 0, kernel_workspaces = 0,
               batch = 0;
+  std::size_t host_pinned = 0;  // offloaded layer inputs (host memory, not in total())
   std::size_t total() const { return weights + lora + residual + saved + workspace + lm_head_chunk + kernel_workspaces + batch; }
 };
 
@@ -155,6 +165,7 @@ class model_step {
     auto z = [](double x) { return static_cast<std::size_t>(x); };
     b.weights = z(g.weights), b.lora = z(g.lora), b.residual = z(g.residual), b.saved = z(g.saved);
     b.workspace = z(g.workspace), b.lm_head_chunk = z(g.lm_head_chunk), b.kernel_workspaces = z(g.kernel_workspaces);
+    b.host_pinned = z(g.host_pinned);
     b.batch = static_cast<std::size_t>(T) * 4 /* loss */ + 3 * static_cast<std::size_t>(T) * 4 /* ids, targets, positions */ +
               (static_cast<std::size_t>(T) + 1) * 4 /* sequence starts */ + (2 + model_detail::kNormBlocks) * 8 + 4 /* coef */ +
               4 /* seed */ + sizeof(model_detail::adamw_step_args) + 8 /* dropout seed */;
@@ -173,7 +184,7 @@ class model_step {
           o.memory = p;
           return static_cast<double>(predict_bytes(T, o).total());
         },
-        [&](const graph::memory_policy& p) { return graph::step_seconds(c, o.layers, p); });
+        [&](const graph::memory_policy& p) { return graph::step_seconds(c, o.layers, p); }, o.layers);
   }
   // The prediction for o.memory itself: its bytes, step time and slowdown.
   static graph::memory_choice evaluate_memory(std::int64_t T, std::int64_t seq_len, const model_options& o) {
@@ -206,6 +217,8 @@ class model_step {
     blk_ = std::make_unique<block_exec>(T, o.rank, cfg);
     require(o.memory.block_layers >= 0 && o.memory.block_layers <= o.layers,
             "model_step: memory policy block_layers outside [0, layers]");
+    require(o.memory.offload_layers >= 0 && o.memory.offload_layers <= o.layers,
+            "model_step: memory policy offload_layers outside [0, layers]");
     blk_->set_recompute_tier(o.memory.tier);
     const executor_options eo{.stream = blk_->stream(), .vocab = o.vocab, .ce_chunk = o.ce_chunk};
     emb_ = std::make_unique<block_executor<embedding_plan>>(T, o.rank, cfg, eo);
@@ -244,7 +257,10 @@ class model_step {
     SG_CUDA_CHECK(cudaMemset(p16_.get(), 0, off * sizeof(bf16)));
 
     // ---- activations -------------------------------------------------------------------
-    for (int l = 0; l <= L; ++l) x_.emplace_back(TH);
+    // x_l of an offloaded layer has no buffer of its own: it passes through the ring.
+    const int n_off = o.memory.offload_layers;
+    for (int l = 0; l <= L; ++l) x_.emplace_back(l < n_off ? 0 : TH);
+    for (int i = 0; i < std::min(n_off, graph::offload_ring); ++i) ring_.emplace_back(TH);
     // Layers that re-run their block in backward share one arena; the others own one.
     for (int l = o.memory.block_layers; l < L; ++l) saved_.emplace_back(blk_->allocate_saved());
     if (o.memory.block_layers > 0) shared_saved_ = blk_->allocate_saved();
@@ -276,6 +292,7 @@ class model_step {
               p16_.get() + s.b_off};
     }
     bind_fixed();
+    if (n_off > graph::offload_ring) allocate_offload(TH);
     SG_CUDA_CHECK(cudaMallocHost(&host_, sizeof(pinned)));  // last: nothing after it can throw
     SG_CUDA_CHECK(cudaDeviceSynchronize());  // memsets (default stream) done before the executor's stream runs
   }
@@ -284,6 +301,7 @@ class model_step {
     if (host_) cudaFreeHost(host_);
     for (auto e : ev_)
       if (e) cudaEventDestroy(e);
+    free_offload();
   }
   model_step(const model_step&) = delete;
   model_step& operator=(const model_step&) = delete;
@@ -580,9 +598,9 @@ class model_step {
   // Externals that never change: the embedding's ids and output, the head's input, targets, loss, gradient.
   void bind_fixed() {
     emb_->set_external("input_ids", ids_.get());
-    emb_->set_external("x", x_[0].get());
+    emb_->set_external("x", xptr(0));
     bind_embedding_weights();
-    head_->set_external("h", x_[static_cast<std::size_t>(o_.layers)].get());
+    head_->set_external("h", xptr(o_.layers));
     head_->set_external("targets", targets_.get());
     head_->set_external("loss", loss_tok_.get());
     head_->set_external("d(h)", grad_.get());
@@ -598,20 +616,86 @@ class model_step {
   void bind_layer(int l) {
     blk_->bind(layer_b_[static_cast<std::size_t>(l)]);
     blk_->set_layer(l);  // the dropout streams of layer l
-    blk_->set_external(blk_x_, x_[static_cast<std::size_t>(l)].get());
-    blk_->set_external(blk_y_, x_[static_cast<std::size_t>(l) + 1].get());
+    blk_->set_external(blk_x_, xptr(l));
+    blk_->set_external(blk_y_, xptr(l + 1));
+  }
+  // x_l on the device: its own buffer, or (an offloaded layer input) ring buffer l % R.
+  bf16* xptr(int l) const {
+    return l < o_.memory.offload_layers ? ring_[static_cast<std::size_t>(l) % ring_.size()].get()
+                                        : x_[static_cast<std::size_t>(l)].get();
+  }
+
+  // ---- offloaded layer inputs (see the header's data flow) ------------------------------
+  void allocate_offload(std::size_t TH) {
+    const int n = o_.memory.offload_layers - graph::offload_ring;  // the round trips
+    const std::size_t bytes = static_cast<std::size_t>(n) * TH * sizeof(bf16);
+    if (cudaMallocHost(&host_x_, bytes) != cudaSuccess) {
+      (void)cudaGetLastError();
+      host_x_ = nullptr;
+      throw error("model_step: the memory plan keeps the inputs of " + std::to_string(n) + " layers in pinned host memory (" +
+                  graph::bytes_text(double(bytes)) + "), which could not be allocated; give a larger memory budget "
+                  "(fewer offloaded layers) or free host memory");
+    }
+    SG_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_, cudaStreamNonBlocking));
+    for (auto* v : {&ev_written_, &ev_out_, &ev_free_, &ev_in_}) {
+      v->assign(static_cast<std::size_t>(n), nullptr);
+      for (auto& e : *v) SG_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+    }
+    TH_ = TH;
+  }
+  void free_offload() {
+    for (auto* v : {&ev_written_, &ev_out_, &ev_free_, &ev_in_})
+      for (auto e : *v)
+        if (e) cudaEventDestroy(e);
+    if (copy_) cudaStreamDestroy(copy_);
+    if (host_x_) cudaFreeHost(host_x_);
+  }
+  bf16* host_x(int l) const { return host_x_ + static_cast<std::size_t>(l) * TH_; }
+  // x_l goes to host memory and back (the last R offloaded inputs stay in the ring).
+  bool offloaded(int l) const { return l >= 0 && l < o_.memory.offload_layers - graph::offload_ring; }
+  // On the copy stream, once the compute stream has reached this point
+  // (recorded as `reached`): one [T, H] copy dst <- src, then `done`.
+  void copy_from_here(cudaEvent_t reached, bf16* dst, const bf16* src, cudaMemcpyKind kind, cudaEvent_t done) {
+    SG_CUDA_CHECK(cudaEventRecord(reached, stream()));
+    SG_CUDA_CHECK(cudaStreamWaitEvent(copy_, reached, 0));
+    SG_CUDA_CHECK(cudaMemcpyAsync(dst, src, TH_ * sizeof(bf16), kind, copy_));
+    SG_CUDA_CHECK(cudaEventRecord(done, copy_));
+  }
+  // Forward: x_l was just written on the compute stream; copy it out.
+  void offload_out(int l) {
+    const auto i = static_cast<std::size_t>(l);
+    if (offloaded(l)) copy_from_here(ev_written_[i], host_x(l), xptr(l), cudaMemcpyDeviceToHost, ev_out_[i]);
+  }
+  // Forward: before x_l is written into its ring buffer, the buffer's previous
+  // value x_{l-3} must be out.
+  void offload_wait_free(int l) {
+    if (offloaded(l - graph::offload_ring) && l < o_.memory.offload_layers)
+      SG_CUDA_CHECK(cudaStreamWaitEvent(stream(), ev_out_[static_cast<std::size_t>(l - graph::offload_ring)], 0));
+  }
+  // Backward: copy x_l back in, once the compute stream has passed point
+  // ev_free_[l] (recorded when x_l's ring buffer is no longer read or written).
+  void offload_in(int l) {
+    const auto i = static_cast<std::size_t>(l);
+    if (offloaded(l)) copy_from_here(ev_free_[i], xptr(l), host_x(l), cudaMemcpyHostToDevice, ev_in_[i]);
+  }
+  void offload_wait_in(int l) {
+    if (offloaded(l)) SG_CUDA_CHECK(cudaStreamWaitEvent(stream(), ev_in_[static_cast<std::size_t>(l)], 0));
   }
 
   // Embedding, blocks and the head forward, the loss summed into scalars_[0]
-  // (with the head's seed bound, d(hn) too).
-  void launch_forward() {
+  // (with the head's seed bound, d(hn) too). for_backward: offloaded layer
+  // inputs are copied out (forward_loss needs no copy).
+  void launch_forward(bool for_backward = false) {
     const int L = o_.layers;
     recorded_.fill(false);
     mark(0);
     emb_->forward(emb_saved_.view());
+    if (for_backward) offload_out(0);
     for (int l = 0; l < L; ++l) {
       bind_layer(l);
+      if (for_backward) offload_wait_free(l + 1);
       blk_->forward(saved_of(l));
+      if (for_backward) offload_out(l + 1);
     }
     mark(1);
     head_->forward(head_saved_.view());
@@ -621,15 +705,20 @@ class model_step {
 
   void launch_forward_backward() {
     const int L = o_.layers;
-    launch_forward();
+    launch_forward(true);
     head_->backward(head_saved_.view());
     mark(2);
+    // Offloaded inputs come back two layers ahead: x_{l-2}'s ring buffer
+    // (x_{l+1}'s) is free once layer l's backward is queued. (The last R
+    // offloaded inputs never left the ring.)
     for (int l = L - 1; l >= 0; --l) {
       bind_layer(l);
+      offload_wait_in(l);
       // A whole-block recompute layer: its forward again (into the shared
       // arena, from x_l; x_{l+1} is rewritten with the same values).
       if (l < o_.memory.block_layers) blk_->forward(saved_of(l));
       blk_->backward(saved_of(l));
+      offload_in(l - 2);
       if (after_layer_backward_) after_layer_backward_(l);  // data-parallel hook
     }
     mark(3);
@@ -704,7 +793,13 @@ class model_step {
   std::vector<lora_slot> slots_;
   device_array<float> p_, g_, m_, v_;
   device_array<bf16> p16_;
-  std::vector<device_array<bf16>> x_;  // x_0 .. x_L, [T, H]
+  std::vector<device_array<bf16>> x_;  // x_0 .. x_L, [T, H] (empty for an offloaded layer input)
+  std::vector<device_array<bf16>> ring_;  // offloaded layer inputs: graph::offload_ring buffers [T, H]
+  bf16* host_x_ = nullptr;                // ... and their pinned host copies [offload_layers][T, H]
+  std::size_t TH_ = 0;
+  cudaStream_t copy_ = nullptr;           // the offload copies' stream
+  // Per offloaded layer l: x_l written (compute), copied out (copy), its ring buffer free in backward (compute), copied in (copy).
+  std::vector<cudaEvent_t> ev_written_, ev_out_, ev_free_, ev_in_;
   std::vector<layer_saved_storage> saved_;
   layer_saved_storage head_saved_, emb_saved_;
   layer_saved_storage shared_saved_;  // the whole-block recompute layers' (memory policy)
