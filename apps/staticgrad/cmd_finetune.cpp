@@ -68,7 +68,8 @@ void add_options(CLI::App* sub, finetune_cli& f) {
       ->check(CLI::Range(1, 1024));
   sub->add_option("--memory-budget", o.memory_budget_gib,
                   "GiB for a training step's buffers: the fastest memory plan that fits (keep or recompute saved "
-                  "values in backward; printed at the start). 0 = the default: --device cuda the free device memory "
+                  "values in backward; on CUDA also offload layer inputs to host memory; printed at the start). "
+                  "0 = the default: --device cuda the free device memory "
                   "less 1 GiB, --device cpu keep every saved value")
       ->capture_default_str();
   sub->add_option("--lora-r", o.lora.r, "LoRA rank")->capture_default_str();
