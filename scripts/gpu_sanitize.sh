@@ -53,6 +53,9 @@ for tool in ${TOOLS:-memcheck racecheck synccheck}; do
     # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
     errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -n 1)
     hazards=$(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazard' "$log" | grep -oE '[0-9]+' | tail -n 1)
+    # racecheck has no ERROR SUMMARY: its errors are the "(E errors" of its summary line.
+    [ -z "$errors" ] && errors=$(grep -oE 'RACECHECK SUMMARY: .*\(([0-9]+) error' "$log" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
+    grep -q 'Internal Sanitizer Error' "$log" && errors="${errors:-?} (internal sanitizer error)"
     errors=${errors:-?}
     [ -n "$hazards" ] && errors="$errors (hazards $hazards)"
     if [ $rc -eq 124 ]; then verdict=TIMEOUT
