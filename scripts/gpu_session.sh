@@ -21,6 +21,9 @@
 #   ab        A/B runs for switches that are off by default: bench_lora_gemm and bench_model_step 1.5b
 #             with STATICGRAD_TOKEN_REDUCE=0 / 1; gpu_test_model_step 7b with STATICGRAD_ATTENTION=portable
 #             (the mma.sync baseline of the same comparison) and =fastest
+#   sanitize  scripts/gpu_sanitize.sh over the bundle's gpu_test_* (SANITIZE_TOOLS, SANITIZE_TIMEOUT_S,
+#             RACECHECK_LAUNCHES; TESTS picks the binaries; BUILD_SOURCE_DIR: the source path compiled
+#             into the tests, linked to this checkout)
 #   checks    the scripts named in $CHECKS (default: every scripts/gpu_check_*.sh but gpu_check.sh),
 #             which expect a build folder at ./build: when there is none, ./build is made
 #             of links to BUNDLE/bin (build/staticgrad, build/tests/gpu_test_*, build/bench/bench_*)
@@ -47,6 +50,14 @@ start=$(date +%s)
 say() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.log"; }
 have() { [ -x "$B/bin/$1" ]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee -a "$out/summary.log"
+# ./build made of links to BUNDLE/bin, where there is no build folder (the branch scripts expect one).
+link_build() {
+  [ -e build ] && return
+  mkdir -p build/tests build/bench
+  for f in "$B"/bin/*; do n=$(basename "$f"); case $n in
+    *.xz|lib) ;; staticgrad) ln -sfn "$f" build/staticgrad ;; bench_*) ln -sfn "$f" build/bench/$n ;;
+    *) ln -sfn "$f" build/tests/$n ;; esac; done
+}
 for s in $stages; do
   d="$out/$s"
   mkdir -p "$d"
@@ -91,12 +102,16 @@ for s in $stages; do
           have gpu_test_model_step && { STATICGRAD_ATTENTION=$a timeout 120 "$B/bin/gpu_test_model_step" 7b > "$d/model_7b_$a.log" 2>&1
             say "gpu_test_model_step 7b STATICGRAD_ATTENTION=$a rc $?"; grep -E "self_attn.(q|k)_proj|PASS|FAIL" "$d/model_7b_$a.log" | tail -n 12; }
         done ;;
-    checks) if [ ! -e build ]; then
-              mkdir -p build/tests build/bench
-              for f in "$B"/bin/*; do n=$(basename "$f"); case $n in
-                *.xz|lib) ;; staticgrad) ln -sfn "$f" build/staticgrad ;; bench_*) ln -sfn "$f" build/bench/$n ;;
-                *) ln -sfn "$f" build/tests/$n ;; esac; done
-            fi
+    sanitize) # compute-sanitizer over the bundle's GPU tests (docs/cuda.md, "Sanitizers"). Some tests read
+              # fixtures and run build/staticgrad under the build machine's source path (compiled in):
+              # BUILD_SOURCE_DIR (e.g. /work/main) is linked to this checkout, with a build/ of links.
+              link_build
+              [ -n "${BUILD_SOURCE_DIR:-}" ] && [ ! -e "$BUILD_SOURCE_DIR" ] && mkdir -p "$(dirname "$BUILD_SOURCE_DIR")" &&
+                ln -s "$(cd "$here/.." && pwd)" "$BUILD_SOURCE_DIR"
+              OUT=$d TOOLS=${SANITIZE_TOOLS:-"memcheck synccheck racecheck"} TIMEOUT=${SANITIZE_TIMEOUT_S:-120} \
+                RACECHECK_LAUNCHES=${RACECHECK_LAUNCHES:-100} bash "$here/gpu_sanitize.sh" "$B" > "$d/sanitize.log" 2>&1
+              say "gpu_sanitize rc $?"; cat "$d/summary.txt" ;;
+    checks) link_build
             for c in ${CHECKS:-$(ls "$here"/gpu_check_*.sh | grep -v '/gpu_check.sh$')}; do
               say "check $(basename "$c")"; OUT=$d/$(basename "$c" .sh) timeout ${CHECK_TIMEOUT_S:-300} bash "$c" > "$d/$(basename "$c").log" 2>&1
               say "check $(basename "$c") rc $?"; grep -E "PASS|FAIL|SKIP" "$d/$(basename "$c").log" | tail -n 40; done ;;
