@@ -1,10 +1,10 @@
 #pragma once
 // `staticgrad finetune --device cuda`: the boundary between the host C++ of
-// the CLI and the training loop (g++) and the CUDA backend
-// (include/staticgrad/train/cuda_backend.cuh, compiled by nvcc in
-// finetune_cuda.cu and one finetune_cuda_<plan>.cu per plan when
-// STATICGRAD_CUDA is ON). nvcc cannot include the CPU model headers; what
-// crosses is this plain request and the train::backend interface.
+// the CLI and the training loop (g++) and the CUDA backend (when
+// STATICGRAD_CUDA is ON: its host half include/staticgrad/train/cuda_backend.hpp
+// in finetune_cuda.cpp, g++; its device half train/cuda_backend.cuh in one
+// nvcc finetune_cuda_<plan>.cu per plan). What crosses is this plain request
+// and the train::backend interface.
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -23,7 +23,7 @@ struct cuda_backend_request {
   train::memory_request memory;  // --memory-budget (0: free device memory less 1 GiB), rows of --max-len
 };
 
-// Whether this build has the CUDA backend (finetune_cuda.cu was compiled in).
+// Whether this build has the CUDA backend (finetune_cuda.cpp was compiled in).
 bool have_cuda_finetune();
 
 // The GPU model step of the checkpoint's shape, weights uploaded. Throws

@@ -2,9 +2,10 @@
 // The commands that run the CPU model (`loss`, `logits`, and the CPU backend
 // of `finetune`), declared once and instantiated per compiled block shape in
 // generated translation units (apps/CMakeLists.txt writes model_shape_<S>.cpp
-// from model_shape.cpp.in for every entry of STATICGRAD_CPU_SHAPES): no TU
-// instantiates more than one qwen2_model<S>. The definitions are in
-// model_commands_impl.hpp; dispatch_model_command() picks the shape.
+// and cpu_backend_<S>.cpp for every entry of STATICGRAD_CPU_SHAPES; the model
+// itself is compiled once per shape in staticgrad_cpu_models, src/cpu). The
+// definitions are in model_commands_impl.hpp and cpu_backend_impl.hpp;
+// dispatch_model_command() picks the shape.
 #include <memory>
 #include <string>
 #include <type_traits>

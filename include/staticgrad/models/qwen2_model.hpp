@@ -330,4 +330,24 @@ class qwen2_model {
   std::vector<float> loss_, dloss_, grad_;
 };
 
+// Where the model of each shape is compiled. Header-only use instantiates
+// qwen2_model<S> in every translation unit that uses it. The project's own
+// build compiles each shape once (src/cpu: the staticgrad_cpu_models library,
+// one generated TU per shape) and gives the targets linking it
+// STATICGRAD_PRECOMPILED_CPU_MODELS, under which these declarations keep the
+// model's code out of their TUs (a test or tool with several shapes took over
+// a minute; docs/architecture.md "Translation units").
+#ifdef STATICGRAD_PRECOMPILED_CPU_MODELS
+static_assert(shape_count(all_shapes{}) == 8,
+              "qwen2_model.hpp: one extern template line per shape of models::all_shapes (and src/cpu/CMakeLists.txt)");
+extern template class qwen2_model<qwen2_tiny>;
+extern template class qwen2_model<qwen2_5_0_5b>;
+extern template class qwen2_model<qwen2_5_1_5b>;
+extern template class qwen2_model<qwen2_5_3b>;
+extern template class qwen2_model<qwen2_5_7b>;
+extern template class qwen2_model<qwen2_5_14b>;
+extern template class qwen2_model<qwen2_5_32b>;
+extern template class qwen2_model<qwen2_5_72b>;
+#endif
+
 }  // namespace staticgrad::models

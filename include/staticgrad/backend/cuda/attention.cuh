@@ -869,4 +869,28 @@ inline void attention_backward(const __nv_bfloat16* q, const __nv_bfloat16* k, c
   else attn_detail::backward_impl<128>(p, stream, hopper_kernels);
 }
 
+// ---- where the kernels are compiled --------------------------------------------------
+// The host functions that launch the kernels of head dim D, as explicit
+// instantiations: PREFIX `extern` declares them, PREFIX empty defines them.
+// Header-only use (no STATICGRAD_CUDA_PRECOMPILED_KERNELS) instantiates them
+// implicitly in every translation unit that calls attention_forward/backward.
+// The project's own build defines the macro for every target linking
+// staticgrad_cuda_kernels (src/cuda/CMakeLists.txt), which compiles each head
+// dim once (src/cuda/attention_kernels.cu.in): these kernels are most of the
+// device code of a model step, and compiling them in every plan's translation
+// unit made each one take over a minute.
+#define STATICGRAD_ATTENTION_INSTANTIATE(PREFIX, D)                                                              \
+  PREFIX template void attn_detail::forward_impl<D>(const attn_detail::fwd_params&, cudaStream_t);             \
+  PREFIX template void attn_detail::backward_impl<D>(const attn_detail::bwd_params&, cudaStream_t, bool);      \
+  PREFIX template void hopper::attention_forward_sm90<D>(const __nv_bfloat16*, const __nv_bfloat16*,           \
+                                                         const __nv_bfloat16*, const hopper::fwd_sm90_params&, \
+                                                         cudaStream_t, bool);                                  \
+  PREFIX template void hopper::attention_backward_sm90<D>(const __nv_bfloat16*, const __nv_bfloat16*,          \
+                                                          const __nv_bfloat16*, const __nv_bfloat16*,          \
+                                                          const hopper::bwd_sm90_params&, cudaStream_t);
+#ifdef STATICGRAD_CUDA_PRECOMPILED_KERNELS
+STATICGRAD_ATTENTION_INSTANTIATE(extern, 64)
+STATICGRAD_ATTENTION_INSTANTIATE(extern, 128)
+#endif
+
 }  // namespace staticgrad::cuda

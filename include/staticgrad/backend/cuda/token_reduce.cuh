@@ -233,30 +233,51 @@ struct token_reduce_plan {
     auto* partial = static_cast<float*>(workspace);
     const dim3 grid(static_cast<unsigned>((cols + tile_cols - 1) / tile_cols), static_cast<unsigned>(splits));
     switch (small) {
-      case 16: launch<16>(grid, stream, small_p, ld_s, large_p, ld_l, partial); break;
-      case 32: launch<32>(grid, stream, small_p, ld_s, large_p, ld_l, partial); break;
-      case 48: launch<48>(grid, stream, small_p, ld_s, large_p, ld_l, partial); break;
-      default: launch<64>(grid, stream, small_p, ld_s, large_p, ld_l, partial); break;
+      case 16: launch<16>(grid, stream, small_p, ld_s, large_p, ld_l, partial, C, ldc, alpha, beta); break;
+      case 32: launch<32>(grid, stream, small_p, ld_s, large_p, ld_l, partial, C, ldc, alpha, beta); break;
+      case 48: launch<48>(grid, stream, small_p, ld_s, large_p, ld_l, partial, C, ldc, alpha, beta); break;
+      default: launch<64>(grid, stream, small_p, ld_s, large_p, ld_l, partial, C, ldc, alpha, beta); break;
     }
-    const std::int64_t n = static_cast<std::int64_t>(small) * cols;
-    const std::int64_t blocks = (n + 255) / 256;
-    token_reduce_final_kernel<><<<static_cast<unsigned>(blocks < 2048 ? blocks : 2048), 256, 0, stream>>>(
-        partial, splits, small, cols, C, ldc, !small_is_a, alpha, beta);
-    SG_CUDA_CHECK(cudaGetLastError());
   }
 
  private:
+  // Both passes for one small dimension. Declared here, defined below the
+  // class (so not inline): STATICGRAD_TOKEN_REDUCE_INSTANTIATE names it.
   template <int Small>
   void launch(dim3 grid, cudaStream_t stream, const __nv_bfloat16* s, std::int64_t ld_s, const __nv_bfloat16* l,
-              std::int64_t ld_l, float* partial) const {
-    using namespace token_reduce_detail;
-    const auto kernel = token_reduce_partial_kernel<Small>;
-    constexpr int bytes = smem_bytes<Small>;
-    if constexpr (bytes > 48 * 1024)
-      SG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
-    kernel<<<grid, threads, bytes, stream>>>(s, ld_s, l, ld_l, K, cols, chunk, partial);
-    SG_CUDA_CHECK(cudaGetLastError());
-  }
+              std::int64_t ld_l, float* partial, float* C, std::int64_t ldc, float alpha, float beta) const;
 };
+
+template <int Small>
+void token_reduce_plan::launch(dim3 grid, cudaStream_t stream, const __nv_bfloat16* s, std::int64_t ld_s,
+                               const __nv_bfloat16* l, std::int64_t ld_l, float* partial, float* C, std::int64_t ldc,
+                               float alpha, float beta) const {
+  using namespace token_reduce_detail;
+  const auto kernel = token_reduce_partial_kernel<Small>;
+  constexpr int bytes = smem_bytes<Small>;
+  if constexpr (bytes > 48 * 1024)
+    SG_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes));
+  kernel<<<grid, threads, bytes, stream>>>(s, ld_s, l, ld_l, K, cols, chunk, partial);
+  SG_CUDA_CHECK(cudaGetLastError());
+  const std::int64_t n = static_cast<std::int64_t>(small) * cols;
+  const std::int64_t blocks = (n + 255) / 256;
+  token_reduce_final_kernel<><<<static_cast<unsigned>(blocks < 2048 ? blocks : 2048), 256, 0, stream>>>(
+      partial, splits, small, cols, C, ldc, !small_is_a, alpha, beta);
+  SG_CUDA_CHECK(cudaGetLastError());
+}
+
+// The kernels' launchers as explicit instantiations (the same scheme as
+// attention.cuh's STATICGRAD_ATTENTION_INSTANTIATE): `extern` where the
+// project's build compiles them once (src/cuda/token_reduce_kernels.cu).
+#define STATICGRAD_TOKEN_REDUCE_INSTANTIATE(PREFIX, Small)                                                        \
+  PREFIX template void token_reduce_plan::launch<Small>(dim3, cudaStream_t, const __nv_bfloat16*, std::int64_t, \
+                                                        const __nv_bfloat16*, std::int64_t, float*, float*,      \
+                                                        std::int64_t, float, float) const;
+#ifdef STATICGRAD_CUDA_PRECOMPILED_KERNELS
+STATICGRAD_TOKEN_REDUCE_INSTANTIATE(extern, 16)
+STATICGRAD_TOKEN_REDUCE_INSTANTIATE(extern, 32)
+STATICGRAD_TOKEN_REDUCE_INSTANTIATE(extern, 48)
+STATICGRAD_TOKEN_REDUCE_INSTANTIATE(extern, 64)
+#endif
 
 }  // namespace staticgrad::cuda
