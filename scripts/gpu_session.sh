@@ -104,7 +104,7 @@ for s in $stages; do
         done ;;
     sanitize) # compute-sanitizer over the bundle's GPU tests (docs/cuda.md, "Sanitizers"). Some tests read
               # fixtures and run build/staticgrad under the build machine's source path (compiled in):
-              # BUILD_SOURCE_DIR (e.g. /work/main) is linked to this checkout, with a build/ of links.
+              # BUILD_SOURCE_DIR (the source path of the build) is linked to this checkout, with a build/ of links.
               link_build
               [ -n "${BUILD_SOURCE_DIR:-}" ] && [ ! -e "$BUILD_SOURCE_DIR" ] && mkdir -p "$(dirname "$BUILD_SOURCE_DIR")" &&
                 ln -s "$(cd "$here/.." && pwd)" "$BUILD_SOURCE_DIR"
