@@ -58,6 +58,13 @@ link_build() {
     *.xz|lib) ;; staticgrad) ln -sfn "$f" build/staticgrad ;; bench_*) ln -sfn "$f" build/bench/$n ;;
     *) ln -sfn "$f" build/tests/$n ;; esac; done
 }
+# Tests that read fixtures or run build/staticgrad find them under the build machine's source path
+# (compiled in): BUILD_SOURCE_DIR, when set, is linked to this checkout.
+link_source_dir() {
+  [ -n "${BUILD_SOURCE_DIR:-}" ] && [ ! -e "$BUILD_SOURCE_DIR" ] && mkdir -p "$(dirname "$BUILD_SOURCE_DIR")" &&
+    ln -s "$(cd "$here/.." && pwd)" "$BUILD_SOURCE_DIR"
+  return 0
+}
 for s in $stages; do
   d="$out/$s"
   mkdir -p "$d"
@@ -105,13 +112,11 @@ for s in $stages; do
     sanitize) # compute-sanitizer over the bundle's GPU tests (docs/cuda.md, "Sanitizers"). Some tests read
               # fixtures and run build/staticgrad under the build machine's source path (compiled in):
               # BUILD_SOURCE_DIR (the source path of the build) is linked to this checkout, with a build/ of links.
-              link_build
-              [ -n "${BUILD_SOURCE_DIR:-}" ] && [ ! -e "$BUILD_SOURCE_DIR" ] && mkdir -p "$(dirname "$BUILD_SOURCE_DIR")" &&
-                ln -s "$(cd "$here/.." && pwd)" "$BUILD_SOURCE_DIR"
+              link_build; link_source_dir
               OUT=$d TOOLS=${SANITIZE_TOOLS:-"memcheck synccheck racecheck"} TIMEOUT=${SANITIZE_TIMEOUT_S:-120} \
                 RACECHECK_LAUNCHES=${RACECHECK_LAUNCHES:-100} bash "$here/gpu_sanitize.sh" "$B" > "$d/sanitize.log" 2>&1
               say "gpu_sanitize rc $?"; cat "$d/summary.txt" ;;
-    checks) link_build
+    checks) link_build; link_source_dir
             for c in ${CHECKS:-$(ls "$here"/gpu_check_*.sh | grep -v '/gpu_check.sh$')}; do
               say "check $(basename "$c")"; OUT=$d/$(basename "$c" .sh) timeout ${CHECK_TIMEOUT_S:-300} bash "$c" > "$d/$(basename "$c").log" 2>&1
               say "check $(basename "$c") rc $?"; grep -E "PASS|FAIL|SKIP" "$d/$(basename "$c").log" | tail -n 40; done ;;
