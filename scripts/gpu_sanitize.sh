@@ -17,7 +17,12 @@
 # one tarball of the logs of every run.
 # Environment: TOOLS (memcheck racecheck synccheck), TIMEOUT (seconds per run,
 # 300), LEAK_CHECK (1: memcheck also reports device memory never freed; 0: not), RACECHECK_LAUNCHES (0 = every kernel launch; N checks only the first
-# N launches under racecheck, which is the slowest tool), TESTS (names).
+# N launches under racecheck, which is the slowest tool), RACECHECK_KERNELS (a
+# substring of the kernel names racecheck instruments, e.g. `staticgrad`: only
+# the project's kernels, which are all in namespace staticgrad; cuBLASLt's run
+# uninstrumented), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
+# own stream, the tools at the same time; SERIAL_TESTS, default gpu_test_memory,
+# run afterwards alone).
 set -u
 B=$(realpath "${1:?usage: gpu_sanitize.sh BUNDLE}")
 OUT=${OUT:-/tmp/gpu_sanitize}
@@ -34,39 +39,55 @@ done
 : > "$OUT/summary.txt"
 { echo "compute-sanitizer: $cs ($("$cs" --version | grep -o 'Version .*' | head -n 1))"
   nvidia-smi --query-gpu=name,driver_version --format=csv,noheader; } 2>&1 | tee -a "$OUT/summary.txt"
-status=0
 tests=${TESTS:-$(cd "$B/bin" && ls gpu_test_* 2>/dev/null)}
-for tool in ${TOOLS:-memcheck racecheck synccheck}; do
-  extra=()
+tools=${TOOLS:-memcheck racecheck synccheck}
+# One run: tool, test -> a summary line; exit status 0 for PASS / SKIP.
+run_one() {
+  local tool=$1 t=$2 extra=() args=() log rc secs errors hazards verdict t0
   case $tool in
     memcheck) [ "${LEAK_CHECK:-1}" = 1 ] && extra=(--leak-check full) ;;
-    racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES") ;;
+    racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES")
+               [ -n "${RACECHECK_KERNELS:-}" ] && extra+=(--kernel-name "kns=$RACECHECK_KERNELS") ;;
   esac
-  for t in $tests; do
-    args=()
-    [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
-    log="$OUT/logs/${tool}_$t.log"
-    t0=$SECONDS
-    timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
-    rc=$?
-    secs=$((SECONDS - t0))
-    # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
-    errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -n 1)
-    hazards=$(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazard' "$log" | grep -oE '[0-9]+' | tail -n 1)
-    # racecheck has no ERROR SUMMARY: its errors are the "(E errors" of its summary line.
-    [ -z "$errors" ] && errors=$(grep -oE 'RACECHECK SUMMARY: .*\(([0-9]+) error' "$log" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
-    grep -q 'Internal Sanitizer Error' "$log" && errors="${errors:-?} (internal sanitizer error)"
-    errors=${errors:-?}
-    [ -n "$hazards" ] && errors="$errors (hazards $hazards)"
-    if [ $rc -eq 124 ]; then verdict=TIMEOUT
-    elif [ $rc -eq 77 ] || grep -q 'no CUDA device: skipping' "$log"; then verdict=SKIP
-    elif [ $rc -eq 0 ] && [ "${errors%% *}" = 0 ] && [ "${hazards:-0}" = 0 ]; then verdict=PASS
-    else verdict=FAIL
-    fi
-    [ "$verdict" = PASS ] || [ "$verdict" = SKIP ] || status=1
-    printf '%-10s %-26s rc %-3d errors %-18s %5d s  %s\n' "$tool" "$t" "$rc" "$errors" "$secs" "$verdict" \
-      | tee -a "$OUT/summary.txt"
-  done
-done
+  [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
+  log="$OUT/logs/${tool}_$t.log"
+  t0=$SECONDS
+  timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
+  rc=$?
+  secs=$((SECONDS - t0))
+  # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
+  errors=$(grep -oE 'ERROR SUMMARY: [0-9]+' "$log" | grep -oE '[0-9]+$' | tail -n 1)
+  hazards=$(grep -oE 'RACECHECK SUMMARY: [0-9]+ hazard' "$log" | grep -oE '[0-9]+' | tail -n 1)
+  # racecheck has no ERROR SUMMARY: its errors are the "(E errors" of its summary line.
+  [ -z "$errors" ] && errors=$(grep -oE 'RACECHECK SUMMARY: .*\(([0-9]+) error' "$log" | grep -oE '[0-9]+ error' | grep -oE '[0-9]+')
+  grep -q 'Internal Sanitizer Error' "$log" && errors="${errors:-?} (internal sanitizer error)"
+  errors=${errors:-?}
+  [ -n "$hazards" ] && errors="$errors (hazards $hazards)"
+  if [ $rc -eq 124 ]; then verdict=TIMEOUT
+  elif [ $rc -eq 77 ] || grep -q 'no CUDA device: skipping' "$log"; then verdict=SKIP
+  elif [ $rc -eq 0 ] && [ "${errors%% *}" = 0 ] && [ "${hazards:-0}" = 0 ]; then verdict=PASS
+  else verdict=FAIL
+  fi
+  printf '%-10s %-26s rc %-3d errors %-18s %5d s  %s\n' "$tool" "$t" "$rc" "$errors" "$secs" "$verdict" \
+    | tee -a "$OUT/summary.txt"
+  [ "$verdict" = PASS ] || [ "$verdict" = SKIP ]
+}
+# Every run of one tool, one after another.
+run_tool() { local tool=$1 t st=0; shift; for t in "$@"; do run_one "$tool" "$t" || st=1; done; return $st; }
+status=0
+if [ "${PARALLEL_TOOLS:-0}" = 1 ]; then
+  # One stream per tool at the same time on the one GPU (the sanitizers are
+  # bound by the host's instrumentation, not by the GPU), then, alone, the
+  # tests that measure the device's free memory (SERIAL_TESTS), which other
+  # processes would disturb.
+  serial=" ${SERIAL_TESTS:-gpu_test_memory} " shared=() alone=()
+  for t in $tests; do case $serial in *" $t "*) alone+=("$t") ;; *) shared+=("$t") ;; esac; done
+  pids=()
+  for tool in $tools; do run_tool "$tool" "${shared[@]}" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+  for tool in $tools; do run_tool "$tool" "${alone[@]}" || status=1; done
+else
+  for tool in $tools; do run_tool "$tool" $tests || status=1; done
+fi
 tar czf "$OUT/gpu_sanitize_logs.tar.gz" -C "$OUT" logs && rm -rf "$OUT/logs"
 exit $status

@@ -22,7 +22,7 @@
 #             with STATICGRAD_TOKEN_REDUCE=0 / 1; gpu_test_model_step 7b with STATICGRAD_ATTENTION=portable
 #             (the mma.sync baseline of the same comparison) and =fastest
 #   sanitize  scripts/gpu_sanitize.sh over the bundle's gpu_test_* (SANITIZE_TOOLS, SANITIZE_TIMEOUT_S,
-#             RACECHECK_LAUNCHES; TESTS picks the binaries; BUILD_SOURCE_DIR: the source path compiled
+#             RACECHECK_LAUNCHES, RACECHECK_KERNELS, PARALLEL_TOOLS; TESTS picks the binaries; BUILD_SOURCE_DIR: the source path compiled
 #             into the tests, linked to this checkout)
 #   checks    the scripts named in $CHECKS (default: every scripts/gpu_check_*.sh but gpu_check.sh),
 #             which expect a build folder at ./build: when there is none, ./build is made
