@@ -20,7 +20,7 @@
 # N launches under racecheck, which is the slowest tool), RACECHECK_KERNELS (a
 # substring of the kernel names racecheck instruments, e.g. `staticgrad`: only
 # the project's kernels, which are all in namespace staticgrad; cuBLASLt's run
-# uninstrumented), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
+# uninstrumented), RACECHECK_OPTIONS (more racecheck flags), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
 # own stream, the tools at the same time; SERIAL_TESTS, default gpu_test_memory,
 # run afterwards alone).
 set -u
@@ -47,7 +47,8 @@ run_one() {
   case $tool in
     memcheck) [ "${LEAK_CHECK:-1}" = 1 ] && extra=(--leak-check full) ;;
     racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES")
-               [ -n "${RACECHECK_KERNELS:-}" ] && extra+=(--kernel-name "kns=$RACECHECK_KERNELS") ;;
+               [ -n "${RACECHECK_KERNELS:-}" ] && extra+=(--kernel-name "kns=$RACECHECK_KERNELS")
+               extra+=(${RACECHECK_OPTIONS:-}) ;;
   esac
   [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
   log="$OUT/logs/${tool}_$t.log"

@@ -30,7 +30,7 @@
 # Logs into $OUT (tar'd per stage into OUT/STAGE.tgz to stay within the files returned);
 # SUMMARY lines (PASS / FAIL / timings) go to OUT/summary.log and stdout.
 set -u
-B=$(cd "${1:?usage: gpu_session.sh BUNDLE [STAGE ...]}" && pwd)
+B=$(cd "${1:?usage: gpu_session.sh BUNDLE [STAGE ...]}" && pwd) || { echo "gpu_session: no bundle at $1"; exit 1; }
 shift
 stages=${*:-kernels model trainer bench}
 # NCCL for the data-parallel binaries: the image's CUDA, or the copy in the Python wheels of torch.
@@ -51,8 +51,10 @@ say() { echo "== [$(( $(date +%s) - start )) s] $*" | tee -a "$out/summary.log";
 have() { [ -x "$B/bin/$1" ]; }
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm --format=csv,noheader | tee -a "$out/summary.log"
 # ./build made of links to BUNDLE/bin, where there is no build folder (the branch scripts expect one).
+# A real build folder (CMakeCache.txt) is left alone; links from an earlier call are renewed.
 link_build() {
-  [ -e build ] && return
+  [ -e build/CMakeCache.txt ] && return
+  [ -d build ] && find build -type l -delete
   mkdir -p build/tests build/bench
   for f in "$B"/bin/*; do n=$(basename "$f"); case $n in
     *.xz|lib) ;; staticgrad) ln -sfn "$f" build/staticgrad ;; bench_*) ln -sfn "$f" build/bench/$n ;;
