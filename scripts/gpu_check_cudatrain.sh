@@ -19,22 +19,8 @@
 #   bash scripts/gpu_check_cudatrain.sh
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_check_cudatrain}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/device.txt"
-status=0
-check() {  # name command...
-  local name=$1
-  shift
-  timeout 900 "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then echo "PASS $name"
-  elif [ $rc -eq 77 ]; then echo "SKIP $name (no CUDA device)"; status=1
-  else
-    echo "FAIL $name (rc $rc; log $OUT/$name.log)"; status=1
-    grep -E 'FAIL|error' "$OUT/$name.log" | head -20
-  fi
-}
+source scripts/check_common.sh
+require_gpu
 check gpu_test_model_step build/tests/gpu_test_model_step
 grep -E 'dropout|forward_loss' "$OUT/gpu_test_model_step.log" | grep -v ' ok$' | head -20
 check gpu_test_finetune_cuda build/tests/gpu_test_finetune_cuda build/staticgrad

@@ -16,22 +16,7 @@
 #   bash scripts/gpu_check_tutime.sh
 set -u
 cd "$(dirname "$0")/.."
-OUT=${OUT:-/tmp/gpu_check_tutime}
-mkdir -p "$OUT"
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | tee "$OUT/device.txt"
-status=0
-check() {  # name command...
-  local name=$1
-  shift
-  timeout 900 "$@" > "$OUT/$name.log" 2>&1
-  local rc=$?
-  if [ $rc -eq 0 ]; then echo "PASS $name"
-  elif [ $rc -eq 77 ]; then echo "SKIP $name (no CUDA device or too few GPUs)"
-  else
-    echo "FAIL $name (rc $rc; log $OUT/$name.log)"; status=1
-    grep -E 'FAIL|error' "$OUT/$name.log" | head -20
-  fi
-}
+source scripts/check_common.sh
 for t in attention token_reduce block_executor model_step memory cuda_decoder; do
   check gpu_test_$t build/tests/gpu_test_$t
 done
