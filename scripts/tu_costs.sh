@@ -8,10 +8,10 @@
 #   scripts/tu_costs.sh --report LOG         print an existing log
 #
 # Exits 1 when a TU is over a limit (SG_TU_SECONDS, default 30;
-# SG_TU_KB, default 1000000 = 1 GB). Times at -j2 on a 2-core machine run
-# ~1.35x those of -j1 (the other core's compile competes for memory
-# bandwidth): re-measure an offender alone (ninja -C DIR -j1 path/to/file.o
-# after touching its source).
+# SG_TU_KB, default 1000000 = 1 GB, as /usr/bin/time counts KB). Times at
+# -j2 on a 2-core machine run 1.15-1.35x those of -j1 (the other core's
+# compile competes for memory bandwidth): re-measure an offender alone
+# (ninja -C DIR -j1 path/to/file.o after touching its source).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 max_s=${SG_TU_SECONDS:-30}
