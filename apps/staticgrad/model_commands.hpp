@@ -44,7 +44,7 @@ constexpr bool in_shape_list(models::shape_list<Shapes...>) {
 #ifdef STATICGRAD_CPU_SHAPE_COUNT
 static_assert(STATICGRAD_CPU_SHAPE_COUNT == models::shape_count(models::all_shapes{}),
               "apps/CMakeLists.txt: STATICGRAD_CPU_SHAPES must list every shape of models::all_shapes "
-              "(include/staticgrad/models/qwen2.hpp), one generated translation unit each");
+              "(include/staticgrad/models/qwen2_shapes.hpp), one generated translation unit each");
 #endif
 
 }  // namespace staticgrad::cli

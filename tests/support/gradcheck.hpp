@@ -189,4 +189,13 @@ struct graph_instance {
   }
 };
 
+// Checks every gradient of G (at least one must exist). Shared by
+// tests/ops/test_ops_gradcheck.cpp and test_ops_gradcheck_matmul.cpp: the ops
+// are split over two TUs (every graph is its own double-precision program).
+template <class G>
+void gradcheck(gradcheck_options o = {}) {
+  graph_instance<G> g(o);
+  CHECK(g.check_all() >= 1);
+}
+
 }  // namespace sgtest

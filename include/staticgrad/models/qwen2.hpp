@@ -1,10 +1,6 @@
 #pragma once
-// Qwen2.5 sizes: the compile-time block shapes, and the dispatch from a
-// config.json to the shape the block graph was compiled for.
-//
-// A block shape is static (hidden, intermediate, heads, KV heads, head dim);
-// layers, vocabulary, rope theta and norm eps are read from the file at run
-// time. The Coder and Instruct variants share their base model's shape.
+// Qwen2.5 sizes: the compile-time block shapes (qwen2_shapes.hpp), and the
+// dispatch from a config.json to the shape the block graph was compiled for.
 #include <optional>
 #include <string>
 #include <type_traits>
@@ -13,57 +9,17 @@
 #include "staticgrad/core/error.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/models/qwen2_block.hpp"
+#include "staticgrad/models/qwen2_shapes.hpp"
 
 namespace staticgrad::models {
 
-using qwen2_tiny = block_shape<128, 384, 4, 2, 32>;  // tests, demo
-using qwen2_5_0_5b = block_shape<896, 4864, 14, 2, 64>;
-using qwen2_5_1_5b = block_shape<1536, 8960, 12, 2, 128>;
-using qwen2_5_3b = block_shape<2048, 11008, 16, 2, 128>;
-using qwen2_5_7b = block_shape<3584, 18944, 28, 4, 128>;
-using qwen2_5_14b = block_shape<5120, 13824, 40, 8, 128>;
-using qwen2_5_32b = block_shape<5120, 27648, 40, 8, 128>;
-using qwen2_5_72b = block_shape<8192, 29568, 64, 8, 128>;
-
-template <class S>
-struct shape_name;
-#define SG_SHAPE_NAME(T, N) \
-  template <> struct shape_name<T> { static constexpr const char* value = N; };
-SG_SHAPE_NAME(qwen2_tiny, "tiny")
-SG_SHAPE_NAME(qwen2_5_0_5b, "0.5b")
-SG_SHAPE_NAME(qwen2_5_1_5b, "1.5b")
-SG_SHAPE_NAME(qwen2_5_3b, "3b")
-SG_SHAPE_NAME(qwen2_5_7b, "7b")
-SG_SHAPE_NAME(qwen2_5_14b, "14b")
-SG_SHAPE_NAME(qwen2_5_32b, "32b")
-SG_SHAPE_NAME(qwen2_5_72b, "72b")
-#undef SG_SHAPE_NAME
-
-template <class... Shapes>
-struct shape_list {};
-using all_shapes = shape_list<qwen2_tiny, qwen2_5_0_5b, qwen2_5_1_5b, qwen2_5_3b, qwen2_5_7b, qwen2_5_14b, qwen2_5_32b,
-                              qwen2_5_72b>;
-
-// The shapes the CUDA backend runs: every Qwen2.5 size (its attention kernels
-// take head dim 64 or 128, which leaves out only the test shape). One generated
-// plan header each (tools/plan_codegen.cpp), dispatched like all_shapes.
-using gpu_shapes = shape_list<qwen2_5_0_5b, qwen2_5_1_5b, qwen2_5_3b, qwen2_5_7b, qwen2_5_14b, qwen2_5_32b, qwen2_5_72b>;
-template <class... S>
-constexpr int shape_count(shape_list<S...>) { return sizeof...(S); }
-static_assert(shape_count(gpu_shapes{}) + 1 == shape_count(all_shapes{}),
-              "gpu_shapes: every shape of all_shapes except the test shape (tiny, head dim 32) runs on CUDA");
-
+inline bool shape_matches(const shape_sizes& s, const io::hf_config& c) {
+  return c.hidden_size == s.hidden && c.intermediate_size == s.intermediate && c.num_attention_heads == s.heads &&
+         c.num_key_value_heads == s.kv_heads && c.head_dim == s.head_dim;
+}
 template <class S>
 bool shape_matches(const io::hf_config& c) {
-  return c.hidden_size == S::hidden && c.intermediate_size == S::intermediate && c.num_attention_heads == S::heads &&
-         c.num_key_value_heads == S::kv_heads && c.head_dim == S::head_dim;
-}
-
-template <class S>
-std::string shape_text() {
-  return std::string(shape_name<S>::value) + " (hidden " + std::to_string(S::hidden) + ", intermediate " +
-         std::to_string(S::intermediate) + ", heads " + std::to_string(S::heads) + ", kv heads " +
-         std::to_string(S::kv_heads) + ", head dim " + std::to_string(S::head_dim) + ")";
+  return shape_matches(sizes_of<S>(), c);
 }
 
 // Calls f.template operator()<Shape>() for the compiled shape that `c`
@@ -87,7 +43,7 @@ decltype(auto) dispatch_shape(const io::hf_config& c, const std::string& file, F
                   ", kv heads " + std::to_string(c.num_key_value_heads) + ", head dim " + std::to_string(c.head_dim) +
                   ". Supported shapes:" + list +
                   "\nTo add one: declare `using my_shape = block_shape<H, I, heads, kv, head_dim>;` in "
-                  "include/staticgrad/models/qwen2.hpp, give it a shape_name and add it to all_shapes.",
+                  "include/staticgrad/models/qwen2_shapes.hpp, give it a shape_name and add it to all_shapes.",
               {file, "", std::nullopt});
 }
 

@@ -20,7 +20,7 @@
 
 #include "staticgrad/backend/cuda/check.cuh"
 #include "staticgrad/backend/cuda/model_step.cuh"
-#include "staticgrad/models/qwen2.hpp"
+#include "staticgrad/models/qwen2_shapes.hpp"
 #include "staticgrad/train/cuda_model.hpp"
 
 namespace staticgrad::train {
@@ -85,7 +85,7 @@ class cuda_model_plan_impl final : public cuda_model_plan {
 
  public:
   std::string name() const override { return Plan::name; }
-  bool shape_matches(const io::hf_config& c) const override { return models::shape_matches<typename Plan::shape>(c); }
+  models::shape_sizes sizes() const override { return models::sizes_of<typename Plan::shape>(); }
   std::string shape_text() const override { return models::shape_text<typename Plan::shape>(); }
   std::int64_t hidden() const override { return Plan::block::input_width; }
   double default_budget() const override { return step_t::default_budget(); }

@@ -48,6 +48,7 @@
 #include "staticgrad/io/dataset.hpp"
 #include "staticgrad/io/hf_config.hpp"
 #include "staticgrad/io/peft_adapter.hpp"
+#include "staticgrad/models/qwen2.hpp"
 #include "staticgrad/train/adamw.hpp"
 #include "staticgrad/train/backend.hpp"
 #include "staticgrad/train/cuda_model.hpp"
@@ -66,7 +67,7 @@ class cuda_backend final : public backend {
       : plan_(plan), lora_(lora), T_(tokens) {
     cfg_ = io::read_hf_config(model_dir);
     const std::string cfg_file = (model_dir / "config.json").string();
-    require(plan_.shape_matches(cfg_),
+    require(models::shape_matches(plan_.sizes(), cfg_),
             "the checkpoint's block shape does not match the CUDA plan " + plan_.name() + " " + plan_.shape_text(),
             {cfg_file, "", {}});
     require(cfg_.num_hidden_layers >= 1, "num_hidden_layers must be positive", {cfg_file, "num_hidden_layers", {}});

@@ -24,7 +24,7 @@
 
 #include "staticgrad/backend/cuda/model_step_types.hpp"
 #include "staticgrad/graph/memory_plan.hpp"
-#include "staticgrad/io/hf_config.hpp"
+#include "staticgrad/models/qwen2_shapes.hpp"  // not qwen2.hpp: its config reader would bring JSON into nvcc
 
 namespace staticgrad::train {
 
@@ -81,7 +81,7 @@ class cuda_model_plan {
  public:
   virtual ~cuda_model_plan() = default;
   virtual std::string name() const = 0;                                   // "qwen2_7b"
-  virtual bool shape_matches(const io::hf_config& c) const = 0;           // models::shape_matches
+  virtual models::shape_sizes sizes() const = 0;                         // the block shape (models::shape_matches)
   virtual std::string shape_text() const = 0;                             // models::shape_text
   virtual std::int64_t hidden() const = 0;                                // H, the block's input width
   virtual double default_budget() const = 0;                              // free device memory less 1 GiB
