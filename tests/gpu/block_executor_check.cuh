@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_round.cuh"
 #include "block_reference.hpp"
 #include "support/compare.hpp"
 #include "staticgrad/backend/cuda/block_executor.cuh"
@@ -24,7 +25,7 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+using sg_gpu_test::bf16_round;
 
 std::vector<bf16> to_bf16(const std::vector<float>& x) {
   std::vector<bf16> r(x.size());

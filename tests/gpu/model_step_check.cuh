@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_round.cuh"
 #include "model_reference.hpp"
 #include "support/compare.hpp"
 #include "staticgrad/backend/cuda/model_step.cuh"
@@ -25,7 +26,7 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+using sg_gpu_test::bf16_round;
 
 void upload_bf16(bf16* d, const std::vector<float>& h) {
   std::vector<bf16> b(h.size());

@@ -30,6 +30,7 @@
 #include <string>
 #include <vector>
 
+#include "bf16_round.cuh"
 #include "staticgrad/backend/cpu/attention.hpp"
 #include "staticgrad/backend/cuda/attention.cuh"
 
@@ -53,7 +54,7 @@ bool selected(sc::attention_kernel which, bool backward, const char* set = nullp
   return list.find("," + want + ",") != std::string::npos;
 }
 
-float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+using sg_gpu_test::bf16_round;
 
 struct device_buffer {
   void* p = nullptr;

@@ -35,6 +35,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "bf16_round.cuh"
 #include "staticgrad/backend/cuda/lora_gemm.cuh"
 
 namespace sc = staticgrad::cuda;
@@ -42,7 +43,7 @@ using bf16 = __nv_bfloat16;
 
 namespace {
 
-float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+using sg_gpu_test::bf16_round;
 
 struct device_buffer {
   void* p = nullptr;

@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "bf16_round.cuh"
 #include "staticgrad/backend/cpu/row_group.hpp"
 #include "staticgrad/backend/cuda/row_group.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
@@ -41,7 +42,7 @@ namespace sc = staticgrad::cuda;
 
 namespace {
 
-float bf16_round(float x) { return __bfloat162float(__float2bfloat16(x)); }
+using sg_gpu_test::bf16_round;
 
 struct device_buffer {
   void* p = nullptr;
