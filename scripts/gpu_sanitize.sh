@@ -22,7 +22,13 @@
 # the project's kernels, which are all in namespace staticgrad; cuBLASLt's run
 # uninstrumented), RACECHECK_OPTIONS (more racecheck flags), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
 # own stream, the tools at the same time; SERIAL_TESTS, default gpu_test_memory,
-# run afterwards alone).
+# run afterwards alone), PARALLEL_RUNS (1: every tool x test run at once, then
+# SERIAL_TESTS alone; for the whole-model tests, which run minutes each under a tool).
+# A test may carry arguments after a colon, comma-separated: gpu_test_model_step:7b
+# runs `gpu_test_model_step 7b` (its log: TOOL_gpu_test_model_step_7b.log).
+# Runs that share the GPU with others (PARALLEL_RUNS, PARALLEL_TOOLS) get
+# STATICGRAD_TEST_SHARED_GPU=1: a test then prints, but does not check, what
+# it reads from the device's (device-wide) free memory.
 set -u
 B=$(realpath "${1:?usage: gpu_sanitize.sh BUNDLE}")
 OUT=${OUT:-/tmp/gpu_sanitize}
@@ -43,7 +49,9 @@ tests=${TESTS:-$(cd "$B/bin" && ls gpu_test_* 2>/dev/null)}
 tools=${TOOLS:-memcheck racecheck synccheck}
 # One run: tool, test -> a summary line; exit status 0 for PASS / SKIP.
 run_one() {
-  local tool=$1 t=$2 extra=() args=() log rc secs errors hazards verdict t0
+  local tool=$1 spec=$2 t extra=() args=() log rc secs errors hazards verdict t0
+  t=${spec%%:*}
+  [ "$t" != "$spec" ] && IFS=, read -r -a args <<< "${spec#*:}"
   case $tool in
     memcheck) [ "${LEAK_CHECK:-1}" = 1 ] && extra=(--leak-check full) ;;
     racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES")
@@ -51,9 +59,9 @@ run_one() {
                extra+=(${RACECHECK_OPTIONS:-}) ;;
   esac
   [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
-  log="$OUT/logs/${tool}_$t.log"
+  log="$OUT/logs/${tool}_${spec//[:,]/_}.log"
   t0=$SECONDS
-  timeout "$limit" "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
+  timeout "$limit" env STATICGRAD_TEST_SHARED_GPU="${SHARED_GPU:-0}" "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
   rc=$?
   secs=$((SECONDS - t0))
   # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
@@ -69,23 +77,38 @@ run_one() {
   elif [ $rc -eq 0 ] && [ "${errors%% *}" = 0 ] && [ "${hazards:-0}" = 0 ]; then verdict=PASS
   else verdict=FAIL
   fi
-  printf '%-10s %-26s rc %-3d errors %-18s %5d s  %s\n' "$tool" "$t" "$rc" "$errors" "$secs" "$verdict" \
+  printf '%-10s %-26s rc %-3d errors %-18s %5d s  %s\n' "$tool" "$spec" "$rc" "$errors" "$secs" "$verdict" \
     | tee -a "$OUT/summary.txt"
   [ "$verdict" = PASS ] || [ "$verdict" = SKIP ]
 }
 # Every run of one tool, one after another.
 run_tool() { local tool=$1 t st=0; shift; for t in "$@"; do run_one "$tool" "$t" || st=1; done; return $st; }
 status=0
-if [ "${PARALLEL_TOOLS:-0}" = 1 ]; then
+serial=" ${SERIAL_TESTS:-gpu_test_memory} "
+if [ "${PARALLEL_RUNS:-0}" = 1 ]; then
+  # Every tool x test at once (the tools are bound by the host's instrumentation,
+  # 16 CPUs for a handful of runs), then the SERIAL_TESTS alone, one run at a time.
+  pids=() alone=()
+  export SHARED_GPU=1  # the concurrent runs share the GPU: no device-wide free-memory checks
+  for t in $tests; do
+    case $serial in *" ${t%%:*} "*) alone+=("$t"); continue ;; esac
+    for tool in $tools; do run_one "$tool" "$t" & pids+=($!); done
+  done
+  for p in "${pids[@]}"; do wait "$p" || status=1; done
+  SHARED_GPU=0
+  for tool in $tools; do run_tool "$tool" "${alone[@]}" || status=1; done
+elif [ "${PARALLEL_TOOLS:-0}" = 1 ]; then
   # One stream per tool at the same time on the one GPU (the sanitizers are
   # bound by the host's instrumentation, not by the GPU), then, alone, the
   # tests that measure the device's free memory (SERIAL_TESTS), which other
   # processes would disturb.
-  serial=" ${SERIAL_TESTS:-gpu_test_memory} " shared=() alone=()
+  shared=() alone=()
   for t in $tests; do case $serial in *" $t "*) alone+=("$t") ;; *) shared+=("$t") ;; esac; done
   pids=()
+  export SHARED_GPU=1
   for tool in $tools; do run_tool "$tool" "${shared[@]}" & pids+=($!); done
   for p in "${pids[@]}"; do wait "$p" || status=1; done
+  SHARED_GPU=0
   for tool in $tools; do run_tool "$tool" "${alone[@]}" || status=1; done
 else
   for tool in $tools; do run_tool "$tool" $tests || status=1; done

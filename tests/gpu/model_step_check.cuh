@@ -8,6 +8,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <algorithm>
 #include <cstring>
 #include <type_traits>
@@ -258,7 +259,16 @@ bool run(const char* shape, bool dropout, std::vector<double>* errors = nullptr,
 
   sgtest::checker c{40};
   c.row("allocated - predicted bytes (plans)", std::abs(double(m.allocated_bytes()) - double(pred.total())), 0);
-  c.row("device used - predicted, over margin", std::max(0.0, std::abs(dev_used - double(pred.total())) - margin), 0);
+  // The device's free memory is device-wide: with other processes on the same
+  // GPU (STATICGRAD_TEST_SHARED_GPU=1, as scripts/gpu_sanitize.sh sets when it
+  // runs several tests at once) the difference says nothing about this step,
+  // so it is printed but not checked; the exact sum of allocations above is.
+  const double over = std::max(0.0, std::abs(dev_used - double(pred.total())) - margin);
+  const char* shared = std::getenv("STATICGRAD_TEST_SHARED_GPU");
+  if (shared != nullptr && std::strcmp(shared, "1") == 0)
+    std::printf("  device used - predicted, over margin: %.3e (not checked: the GPU is shared)\n", over);
+  else
+    c.row("device used - predicted, over margin", over, 0);
   std::printf("  loss: GPU %.6f (%lld counted), CPU %.6f (%lld counted); grad norm GPU %.4e CPU %.4e\n", gl.mean(),
               static_cast<long long>(gl.counted), out.loss_sum / double(out.counted),
               static_cast<long long>(out.counted), gnorm, out.grad_norm);
