@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "shared_gpu.hpp"
 #include "staticgrad/backend/cuda/model_step.cuh"
 #include "staticgrad/backend/cuda/random_fill.cuh"
 #include "staticgrad/plans/qwen2_0_5b.cuh"
@@ -192,12 +193,13 @@ bool check_predictions() {
       counted = static_cast<double>(m.allocated_bytes());
     }
     const double err = measured / c.bytes - 1.0;
-    const bool pass = c.fits && c.bytes <= budget && counted == c.bytes && std::fabs(err) <= 0.05;
+    // On a shared GPU (shared_gpu.hpp) the device-wide reading is printed, not checked.
+    const bool pass = c.fits && c.bytes <= budget && counted == c.bytes && (sgtest::gpu_is_shared() || std::fabs(err) <= 0.05);
     ok = ok && pass;
     std::printf("  %s  budget %.3f GiB -> %s: predicted %.3f GiB, allocation counter %.3f GiB, measured on the "
-                "device %.3f GiB (%+.2f%%), pinned host %.3f GiB, predicted slowdown %.3fx\n",
+                "device %.3f GiB (%+.2f%%%s), pinned host %.3f GiB, predicted slowdown %.3fx\n",
                 pass ? "PASS" : "FAIL", budget / kGiB, M::memory_text(c.policy, L).c_str(), c.bytes / kGiB,
-                counted / kGiB, measured / kGiB, 100.0 * err, double(M::predict_bytes(T, oo).host_pinned) / kGiB,
+                counted / kGiB, measured / kGiB, 100.0 * err, sgtest::gpu_is_shared() ? ", not checked: the GPU is shared" : "", double(M::predict_bytes(T, oo).host_pinned) / kGiB,
                 c.slowdown());
   }
   return ok;
@@ -205,15 +207,30 @@ bool check_predictions() {
 
 }  // namespace
 
-int main() {
+// gpu_test_memory [gradients] [predictions]: the parts to run (default both).
+// Under compute-sanitizer's synccheck the full-size part 2 runs for many
+// minutes (docs/cuda.md, "Sanitizers"); part 1 runs the same plan's kernels on 5 layers.
+int main(int argc, char** argv) {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) {
     std::printf("no CUDA device: skipping\n");
     return 77;
   }
+  auto wanted = [&](const char* part) {
+    if (argc < 2) return true;
+    for (int i = 1; i < argc; ++i)
+      if (std::strcmp(argv[i], part) == 0) return true;
+    return false;
+  };
+  for (int i = 1; i < argc; ++i)
+    if (std::strcmp(argv[i], "gradients") != 0 && std::strcmp(argv[i], "predictions") != 0) {
+      std::printf("usage: gpu_test_memory [gradients] [predictions] (got '%s')\n", argv[i]);
+      return 1;
+    }
   try {
-    bool ok = check_gradients();
-    ok = check_predictions() && ok;
+    bool ok = true;
+    if (wanted("gradients")) ok = check_gradients() && ok;
+    if (wanted("predictions")) ok = check_predictions() && ok;
     std::printf("%s\n", ok ? "ALL PASS" : "SOME FAILED");
     return ok ? 0 : 1;
   } catch (const std::exception& e) {
