@@ -61,7 +61,8 @@ run_one() {
   [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
   log="$OUT/logs/${tool}_${spec//[:,]/_}.log"
   t0=$SECONDS
-  timeout "$limit" env STATICGRAD_TEST_SHARED_GPU="${SHARED_GPU:-0}" "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
+  # stdbuf -oL: the test's output reaches the log line by line, so a run cut at TIMEOUT shows how far it got.
+  timeout "$limit" env STATICGRAD_TEST_SHARED_GPU="${SHARED_GPU:-0}" stdbuf -oL -eL "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
   rc=$?
   secs=$((SECONDS - t0))
   # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
