@@ -20,7 +20,9 @@
 # N launches under racecheck, which is the slowest tool), RACECHECK_KERNELS (a
 # substring of the kernel names racecheck instruments, e.g. `staticgrad`: only
 # the project's kernels, which are all in namespace staticgrad; cuBLASLt's run
-# uninstrumented), RACECHECK_OPTIONS (more racecheck flags), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
+# uninstrumented), RACECHECK_OPTIONS (more racecheck flags), SYNCCHECK_KERNELS (the same
+# filter for synccheck: `staticgrad` checks the project's kernels and runs
+# cuBLASLt's uninstrumented, which shortens the whole-model runs), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
 # own stream, the tools at the same time; SERIAL_TESTS, default gpu_test_memory,
 # run afterwards alone), PARALLEL_RUNS (1: every tool x test run at once, then
 # SERIAL_TESTS alone; for the whole-model tests, which run minutes each under a tool).
@@ -57,6 +59,7 @@ run_one() {
     racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES")
                [ -n "${RACECHECK_KERNELS:-}" ] && extra+=(--kernel-name "kns=$RACECHECK_KERNELS")
                extra+=(${RACECHECK_OPTIONS:-}) ;;
+    synccheck) [ -n "${SYNCCHECK_KERNELS:-}" ] && extra=(--kernel-name "kns=$SYNCCHECK_KERNELS") ;;
   esac
   [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
   log="$OUT/logs/${tool}_${spec//[:,]/_}.log"
