@@ -1,5 +1,7 @@
-// GPU test: the small kernels of the training step (backend/cuda/model_kernels.cuh)
-// and of the CUDA decoder (infer/cuda_decoder_kernels.cuh), each launched
+// GPU test: the small kernels of the training step (backend/cuda/model_kernels.cuh),
+// of the CUDA decoder (infer/cuda_decoder_kernels.cuh) and the reference matrix
+// product that stands in for cuBLASLt under racecheck
+// (backend/cuda/reference_matmul.cuh, STATICGRAD_MATMUL=reference), each launched
 // alone, without cuBLAS or cuBLASLt, with its caller's launch configuration
 // (block_executor.cuh, model_step.cuh; the decoder header's own launchers),
 // against a CPU reference in double. The whole-model tests exercise these
@@ -25,6 +27,10 @@
 //     of |terms| (their order gives <= ~2000 u_double ~ 2e-13);
 //   * the clipping coefficient: 2^-23 relative (its f32 rounding, 2^-24, of a
 //     ratio of double norms that agree to 1e-12);
+//   * the reference product: the exact sum of K products of bf16 values (each
+//     exact in f32), accumulated in f32 in k order, is within
+//     gamma_K = K u / (1 - K u) of sum |a b| (Higham, Thm 3.1); times |alpha|,
+//     plus |beta c| u for the epilogue, plus bf16's half ulp for a bf16 C;
 //   * AdamW: bit for bit train::adamw (the kernel rounds every operation
 //     explicitly in its order; both sides IEEE f32, the host pass has no FMA
 //     contraction on baseline x86-64), and the formula in double within
@@ -45,6 +51,7 @@
 
 #include "bf16_round.cuh"
 #include "staticgrad/backend/cuda/model_kernels.cuh"
+#include "staticgrad/backend/cuda/reference_matmul.cuh"
 #include "staticgrad/infer/cuda_decoder_kernels.cuh"
 #include "staticgrad/train/adamw.hpp"
 #include "support/compare.hpp"
@@ -523,6 +530,51 @@ void test_swiglu(sgtest::checker& c, std::int64_t count, std::mt19937& rng) {
   c.row("swiglu count" + n_str(count) + ": |err| / bound", e.w, 1.0);
 }
 
+// ---- reference_matmul.cuh ---------------------------------------------------------------
+
+// C[M, N] = alpha op(A) op(B) + beta C for one layout (row-major, padded
+// leading dimensions), C f32 or bf16, against the same sum in double. With
+// beta == 0, C starts as NaN (not read); otherwise as random values.
+template <class CType>
+void test_reference_matmul(sgtest::checker& c, std::int64_t M, std::int64_t N, std::int64_t K, bool ta, bool tb,
+                           float alpha, float beta, std::mt19937& rng) {
+  const std::int64_t lda = (ta ? M : K) + 3, ldb = (tb ? K : N) + 5, ldc = N + 2;
+  const auto A = random_bf16(sz((ta ? K : M) * lda), 1.f, rng), B = random_bf16(sz((tb ? N : K) * ldb), 1.f, rng);
+  std::vector<CType> C0(sz(M * ldc));
+  std::normal_distribution<float> nd(0.f, 1.f);
+  for (auto& x : C0) x = CType(nd(rng));
+  dev_array<bf16> dA(A), dB(B);
+  dev_array<CType> dC(C0);
+  if (beta == 0.f) dC.poison();
+  staticgrad::cuda::launch_reference_matmul(dA.p, dB.p, dC.p, sizeof(CType) == 4, M, N, K, ta, tb, lda, ldb, ldc,
+                                            alpha, beta, nullptr);
+  const auto got = dC.get();
+  auto a = [&](std::int64_t i, std::int64_t k) { return double(f32(ta ? A[sz(k * lda + i)] : A[sz(i * lda + k)])); };
+  auto b = [&](std::int64_t k, std::int64_t j) { return double(f32(tb ? B[sz(j * ldb + k)] : B[sz(k * ldb + j)])); };
+  const double u = std::ldexp(1.0, -24), gamma = K * u / (1 - K * u);
+  worst e;
+  std::size_t padding_changed = 0;
+  for (std::int64_t i = 0; i < M; ++i) {
+    for (std::int64_t j = 0; j < N; ++j) {
+      double sum = 0, mag = 0;
+      for (std::int64_t k = 0; k < K; ++k) sum += a(i, k) * b(k, j), mag += std::fabs(a(i, k) * b(k, j));
+      const double c0 = beta == 0.f ? 0.0 : double(float(C0[sz(i * ldc + j)]));
+      const double ref = alpha * sum + beta * c0;
+      const double f32_err = std::fabs(alpha) * gamma * mag + 2 * u * (std::fabs(alpha * sum) + std::fabs(beta * c0));
+      const double bound = sizeof(CType) == 4 ? f32_err : bf16_bound(ref, f32_err);
+      e.ratio(std::fabs(double(float(got[sz(i * ldc + j)])) - ref), bound > 0 ? bound : 1e-300);
+    }
+    // The columns past N in each row of C are not written.
+    if (beta != 0.f)
+      for (std::int64_t j = N; j < ldc; ++j) padding_changed += std::memcmp(&got[sz(i * ldc + j)], &C0[sz(i * ldc + j)], sizeof(CType)) != 0;
+  }
+  const std::string name = std::string("reference_matmul ") + (sizeof(CType) == 4 ? "f32" : "bf16") + " M" + n_str(M) +
+                           " N" + n_str(N) + " K" + n_str(K) + (ta ? " A^T" : " A") + (tb ? " B^T" : " B") +
+                           (beta != 0.f ? " beta" : "");
+  c.row(name + ": |err| / bound", e.w, 1.0);
+  if (beta != 0.f) c.row(name + ": padding changed", double(padding_changed), 0);
+}
+
 }  // namespace
 
 int main() {
@@ -531,7 +583,7 @@ int main() {
     std::printf("no CUDA device: skipping\n");
     return 77;
   }
-  sgtest::checker c{56};
+  sgtest::checker c{64};
   try {
     cudaDeviceProp prop{};
     SG_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
@@ -572,6 +624,15 @@ int main() {
     test_attention(c, 3, 254, 4, 2, 200, rng);   // 255..257 keys (chunk edges); 1.56 dims per thread
     test_attention(c, 2, 130, 2, 1, 512, rng);   // the largest head_dim: 4 dims per thread
     for (std::int64_t n : {1, 1000, 4096 * 256 + 77}) test_swiglu(c, n, rng);  // the last past the 4096-block cap
+
+    std::printf("reference_matmul.cuh\n");
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        test_reference_matmul<float>(c, 37, 45, 70, ta, tb, 1.f, 0.f, rng);    // partial tiles on every side
+        test_reference_matmul<bf16>(c, 37, 45, 70, ta, tb, 0.5f, 1.f, rng);    // in-place accumulate (beta 1)
+      }
+    test_reference_matmul<float>(c, 16, 48, 1000, true, false, 2.f, 0.f, rng);  // a LoRA dA-like reduction over K
+    test_reference_matmul<bf16>(c, 1, 1, 1, false, true, 1.f, 0.f, rng);        // one element
   } catch (const std::exception& e) {
     std::printf("error: %s\n", e.what());
     return 1;

@@ -40,7 +40,11 @@
 //   staticgrad::error instead of launching a kernel that assumed more;
 // - run() needs a workspace of at least workspace_needed() bytes (the largest
 //   any candidate needs, at most the workspace_bytes given to prepare(),
-//   e.g. 32 MiB) on the same stream.
+//   e.g. 32 MiB) on the same stream;
+// - STATICGRAD_MATMUL=reference in the environment (read at prepare()):
+//   no cuBLASLt at all, every run() launches reference_matmul.cuh's plain
+//   tiled kernel (for compute-sanitizer's racecheck, which cannot run
+//   cuBLASLt's kernels; slow, f32 accumulation in k order).
 #include <cublasLt.h>
 #include <cuda_runtime.h>
 
@@ -57,6 +61,7 @@
 #include <vector>
 
 #include "staticgrad/backend/cuda/check.cuh"
+#include "staticgrad/backend/cuda/reference_matmul.cuh"
 #include "staticgrad/backend/cuda/token_reduce.cuh"
 #include "staticgrad/core/error.hpp"
 
@@ -114,6 +119,14 @@ class rm_matmul {
     if (s.ldb < (s.trans_b ? s.K : s.N)) throw error(who + ": ldb too small");
     if (s.ldc < s.N) throw error(who + ": ldc too small");
     (void)dtype_size(s.c_type);
+    reference_ = reference_products();
+    if (reference_) {  // no cuBLASLt: nothing to choose, no workspace
+      candidates_.clear();
+      workspace_needed_ = 0;
+      use_reduce_ = false;
+      tuned_ = prepared_ = true;
+      return;
+    }
 
     cublasLtMatmulDesc_t d = nullptr;
     SG_CUBLAS_CHECK(cublasLtMatmulDescCreate(&d, CUBLAS_COMPUTE_32F, CUDA_R_32F));
@@ -191,12 +204,19 @@ class rm_matmul {
     auto aligned = [](const void* ptr, std::uint32_t a) { return reinterpret_cast<std::uintptr_t>(ptr) % a == 0; };
     if (!aligned(A, spec_.align_a) || !aligned(B, spec_.align_b) || !aligned(C, spec_.align_c))
       fail("a pointer is less aligned than prepare() was told");
+    if (reference_) {
+      launch_reference_matmul(A, B, C, spec_.c_type == CUDA_R_32F, spec_.M, spec_.N, spec_.K, spec_.trans_a,
+                              spec_.trans_b, spec_.lda, spec_.ldb, spec_.ldc, alpha, beta, stream);
+      return;
+    }
     if (!tuned_) tune(handle, stream, A, B, C, beta, workspace);
     if (use_reduce_) reduce_.run(stream, A, spec_.lda, B, spec_.ldb, static_cast<float*>(C), spec_.ldc, alpha, beta, workspace);
     else launch(handle, stream, algo_, algo_workspace_, A, B, C, alpha, beta, workspace);
   }
   // True when run() uses token_reduce.cuh's kernel instead of cuBLASLt.
   bool uses_token_reduce() const { return use_reduce_; }
+  // True when run() launches reference_matmul.cuh's kernel (STATICGRAD_MATMUL=reference).
+  bool uses_reference() const { return reference_; }
 
   // Candidates the heuristic offered (after the determinism filter) and the
   // one run() uses: the tuned winner once the first run() has happened.
@@ -262,6 +282,10 @@ class rm_matmul {
   static bool token_reduce_enabled() {
     const char* e = std::getenv("STATICGRAD_TOKEN_REDUCE");
     return e == nullptr ? kTokenReduceCandidate : std::string(e) != "0";
+  }
+  static bool reference_products() {
+    const char* e = std::getenv("STATICGRAD_MATMUL");
+    return e != nullptr && std::string(e) == "reference";
   }
   static bool tuning_enabled() {
     const char* e = std::getenv("STATICGRAD_MATMUL_TUNE");
@@ -362,6 +386,7 @@ class rm_matmul {
   mutable bool use_reduce_ = false;
   std::size_t workspace_needed_ = 0;  // the largest of the candidates'
   bool prepared_ = false;
+  bool reference_ = false;  // STATICGRAD_MATMUL=reference: reference_matmul.cuh instead of cuBLASLt
 };
 
 // RAII cuBLASLt handle.
