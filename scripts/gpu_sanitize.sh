@@ -20,7 +20,10 @@
 # N launches under racecheck, which is the slowest tool), RACECHECK_KERNELS (a
 # substring of the kernel names racecheck instruments, e.g. `staticgrad`: only
 # the project's kernels, which are all in namespace staticgrad; cuBLASLt's run
-# uninstrumented), RACECHECK_OPTIONS (more racecheck flags), SYNCCHECK_KERNELS (the same
+# uninstrumented), RACECHECK_OPTIONS (more racecheck flags), RACECHECK_ENV
+# (environment of the racecheck runs, default STATICGRAD_MATMUL=reference:
+# racecheck cannot run cuBLASLt's kernels, so the products take
+# reference_matmul.cuh's kernel; RACECHECK_ENV=none keeps cuBLASLt), SYNCCHECK_KERNELS (the same
 # filter for synccheck: `staticgrad` checks the project's kernels and runs
 # cuBLASLt's uninstrumented, which shortens the whole-model runs), TESTS (names), PARALLEL_TOOLS (1: each tool's runs as its
 # own stream, the tools at the same time; SERIAL_TESTS, default gpu_test_memory,
@@ -51,21 +54,22 @@ tests=${TESTS:-$(cd "$B/bin" && ls gpu_test_* 2>/dev/null)}
 tools=${TOOLS:-memcheck racecheck synccheck}
 # One run: tool, test -> a summary line; exit status 0 for PASS / SKIP.
 run_one() {
-  local tool=$1 spec=$2 t extra=() args=() log rc secs errors hazards verdict t0
+  local tool=$1 spec=$2 t extra=() args=() envs=() log rc secs errors hazards verdict t0
   t=${spec%%:*}
   [ "$t" != "$spec" ] && IFS=, read -r -a args <<< "${spec#*:}"
   case $tool in
     memcheck) [ "${LEAK_CHECK:-1}" = 1 ] && extra=(--leak-check full) ;;
     racecheck) [ "${RACECHECK_LAUNCHES:-0}" -gt 0 ] && extra=(--launch-count "$RACECHECK_LAUNCHES")
                [ -n "${RACECHECK_KERNELS:-}" ] && extra+=(--kernel-name "kns=$RACECHECK_KERNELS")
-               extra+=(${RACECHECK_OPTIONS:-}) ;;
+               extra+=(${RACECHECK_OPTIONS:-})
+               [ "${RACECHECK_ENV:-}" != none ] && read -r -a envs <<< "${RACECHECK_ENV:-STATICGRAD_MATMUL=reference}" ;;
     synccheck) [ -n "${SYNCCHECK_KERNELS:-}" ] && extra=(--kernel-name "kns=$SYNCCHECK_KERNELS") ;;
   esac
   [ "$t" = gpu_test_finetune_cuda ] && [ -x "$B/bin/staticgrad" ] && args=("$B/bin/staticgrad")
   log="$OUT/logs/${tool}_${spec//[:,]/_}.log"
   t0=$SECONDS
   # stdbuf -oL: the test's output reaches the log line by line, so a run cut at TIMEOUT shows how far it got.
-  timeout "$limit" env STATICGRAD_TEST_SHARED_GPU="${SHARED_GPU:-0}" stdbuf -oL -eL "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
+  timeout "$limit" env STATICGRAD_TEST_SHARED_GPU="${SHARED_GPU:-0}" "${envs[@]}" stdbuf -oL -eL "$cs" --tool "$tool" "${extra[@]}" --print-limit 50 "$B/bin/$t" "${args[@]}" > "$log" 2>&1
   rc=$?
   secs=$((SECONDS - t0))
   # "ERROR SUMMARY: N errors" (memcheck, synccheck) / "RACECHECK SUMMARY: N hazards displayed (E errors, W warnings)"
