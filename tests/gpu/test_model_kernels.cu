@@ -628,7 +628,7 @@ int main() {
     std::printf("reference_matmul.cuh\n");
     for (bool ta : {false, true})
       for (bool tb : {false, true}) {
-        test_reference_matmul<float>(c, 37, 45, 70, ta, tb, 1.f, 0.f, rng);    // partial tiles on every side
+        test_reference_matmul<float>(c, 37, 45, 70, ta, tb, 1.f, 0.f, rng);    // partial CTAs on every side
         test_reference_matmul<bf16>(c, 37, 45, 70, ta, tb, 0.5f, 1.f, rng);    // in-place accumulate (beta 1)
       }
     test_reference_matmul<float>(c, 16, 48, 1000, true, false, 2.f, 0.f, rng);  // a LoRA dA-like reduction over K
