@@ -13,9 +13,9 @@
 #   trainer   scripts/gpu_trainer.sh (finetune --device cuda against --device cpu, resume, SIGTERM)
 #   bench     bench_model_step 0.5b 1.5b (tok/s, memory, what the host adds to a step)
 #   peers     scripts/bench_side_by_side.sh (HF + PEFT, Liger, Unsloth, then bench_model_step, one table)
-#   memory    bench_model_step 1.5b at --memory-budget 30 24 16 12 8 (the memory-speed curve), every layer
-#             input offloaded alone and with every block re-run, one 32k and one 64k sequence, 7B at
-#             --memory-budget 40
+#   memory    gpu_test_memory (alone), then bench_model_step 1.5b at --memory-budget 30 24 16 12 8
+#             (MEMORY_BUDGETS; the memory-speed curve), every layer input offloaded alone and with every
+#             block re-run, one 32k and one 64k sequence, 7B at --memory-budget 40 (MEMORY_RUNS, ';'-separated)
 #   peers_gc  HF + PEFT with gradient checkpointing and Unsloth with its offloaded checkpointing, 1.5B
 #             (the memory-saving peers, for the memory stage's curve)
 #   ab        A/B runs for switches that are off by default: bench_lora_gemm and bench_model_step 1.5b
@@ -81,14 +81,18 @@ for s in $stages; do
     peers) have bench_model_step && OUT=$d bash "$here/bench_side_by_side.sh" "$B/bin/bench_model_step" \
              "${PEERS_SITE_TGZ:-.whl/peers_site.tar.gz}" > "$d/side_by_side.log" 2>&1
            say "side by side rc $?"; cat "$d/table.md" 2>/dev/null; grep -E "host adds" "$d/staticgrad.log" 2>/dev/null ;;
-    memory) have bench_model_step && for g in 30 24 16 12 8; do
+    memory) # gpu_test_memory alone first (it reads the device's free memory), then the curve.
+            have gpu_test_memory && { timeout 240 "$B/bin/gpu_test_memory" > "$d/gpu_test_memory.log" 2>&1
+              say "gpu_test_memory rc $?"; grep -E "PASS|FAIL|predictions:|gradients:" "$d/gpu_test_memory.log"; }
+            have bench_model_step && for g in ${MEMORY_BUDGETS:-30 24 16 12 8}; do
               timeout 120 "$B/bin/bench_model_step" 1.5b --memory-budget $g > "$d/budget_$g.log" 2>&1
               say "1.5b --memory-budget $g rc $?"; grep -E "^\| Qwen" "$d/budget_$g.log"; done
             # Long context (one sequence) and 7B at batch 8 under 40 GiB.
             # Offload alone (every layer input, nothing recomputed: what the copies cost) and the smallest plan.
-            for run in "1.5b --policy 0,0,28" "1.5b --policy 3,28,28" \
-                       "1.5b --seqs 1 --seq-len 32768 --memory-budget free" "1.5b --seqs 1 --seq-len 65536 --memory-budget free" \
-                       "7b --memory-budget 40"; do
+            # MEMORY_RUNS: these runs instead, ';'-separated (empty: none).
+            runs=${MEMORY_RUNS-"1.5b --policy 0,0,28;1.5b --policy 3,28,28;1.5b --seqs 1 --seq-len 32768 --memory-budget free;1.5b --seqs 1 --seq-len 65536 --memory-budget free;7b --memory-budget 40"}
+            IFS=';' read -r -a runs_list <<< "$runs"
+            for run in "${runs_list[@]}"; do
               f="$d/$(echo "$run" | tr -c 'a-z0-9.' '_').log"
               timeout 150 "$B/bin/bench_model_step" $run --steps 5 > "$f" 2>&1
               say "$run rc $?"; grep -E "memory budget|predicted peak|^\| Qwen" "$f"; done ;;

@@ -54,18 +54,25 @@ std::string memory_text(const explain_opts& o) {
                              .tied = d.tied, .rank = o.rank};
   const double batch = 20.0 * double(o.tokens) + 4096;  // ids, targets, positions, starts, loss; scalars
   auto bytes = [&](const graph::memory_policy& p) { return graph::cuda_step_bytes(blk, head, emb, a, p).total() + batch; };
-  const auto c = graph::layer_costs(blk, double(o.tokens), double(o.seq_len), o.rank, graph::device_rates{});
+  const graph::device_rates rates{};
+  const auto c = graph::with_lm_head(graph::layer_costs(blk, double(o.tokens), double(o.seq_len), o.rank, rates), o.tokens,
+                                     S::hidden, a.vocab, a.ce_chunk, rates);
   auto secs = [&](const graph::memory_policy& p) { return graph::step_seconds(c, a.layers, p); };
   const double gib = double(1ull << 30), budget = o.budget_gib * gib;
-  const auto ch = graph::plan_memory(blk.n_recompute, a.layers, budget, bytes, secs, a.layers);  // CUDA: offload too
+  const std::int64_t chunk0 = graph::lm_head_chunk_tokens(a.ce_chunk, a.tokens, {});
+  // CUDA: offload too, and the LM-head chunk
+  const auto ch = graph::plan_memory(blk.n_recompute, a.layers, budget, bytes, secs, a.layers, chunk0);
   std::string t = fmt::format(
       "\nmemory plan of a CUDA step: {} tokens (sequences of {}), {} layers, vocabulary {}, LoRA r = {}, budget {:.2f} GiB\n",
       o.tokens, o.seq_len, a.layers, a.vocab, o.rank, o.budget_gib);
   t += fmt::format("  keep everything     {:8.2f} GiB\n", bytes({}) / gib);
-  t += fmt::format("  smallest plan       {:8.2f} GiB (every layer re-run, every layer input offloaded)\n",
-                   bytes({blk.n_recompute, a.layers, a.layers}) / gib);
+  t += fmt::format("  smallest plan       {:8.2f} GiB (every layer re-run, every layer input offloaded, LM head in chunks of 128)\n",
+                   bytes({blk.n_recompute, a.layers, a.layers, 128}) / gib);
   if (const auto hb = graph::cuda_step_bytes(blk, head, emb, a, ch.policy).host_pinned; hb > 0)
     t += fmt::format("  pinned host memory  {:8.2f} GiB (the offloaded layer inputs)\n", hb / gib);
+  const std::int64_t chunk = graph::lm_head_chunk_tokens(a.ce_chunk, a.tokens, ch.policy);
+  t += fmt::format("  LM-head chunk       {:8} tokens ({:.2f} GiB of logits and their gradient; {} by default)\n", chunk,
+                   graph::cuda_step_bytes(blk, head, emb, a, ch.policy).lm_head_chunk / gib, chunk0);
   t += fmt::format("  chosen{}: {}\n", ch.fits ? "" : " (NOTHING FITS: the smallest plan)",
                    graph::policy_text(blk, ch.policy, a.layers));
   t += fmt::format("  predicted peak      {:8.2f} GiB\n  predicted slowdown  {:8.3f}x (cost model of graph/memory_plan.hpp)\n",

@@ -12,12 +12,18 @@
 //      The offloaded step is also run as a captured CUDA graph (step() with
 //      lr 0: the parameters stay, so each replay's gradients must again be
 //      the reference's, bit for bit): the copy stream is part of the graph.
+//      A smaller LM-head chunk (memory_policy::lm_head_chunk) runs the head's
+//      products at another M, where cuBLASLt may sum in another order, so
+//      there the bound is 4 bf16 ulps of the largest gradient, not bitwise
+//      (on an H100 with CUDA 13's cuBLASLt they came out bitwise equal).
 //   2. predictions: for several budgets between keep-everything and the
 //      smallest plan, the policy the planner picks fits the budget, the
 //      model's allocation counter equals predict_bytes() exactly, and the
 //      device memory the model takes (cudaMemGetInfo before construction and
 //      after a step: every allocation is made up front, none during a step, so
-//      this is the peak) is within 5% of the prediction.
+//      this is the peak) is within 5% of the prediction, or, where the
+//      device's fixed addition to every model (~0.14 GiB) is more than 5% of
+//      a small plan, that addition is the same as under the first plan.
 // Setup: 1. the 0.5B block shape, 5 layers, vocabulary 512, T = 2 x 192;
 // 2. Qwen2.5-0.5B's shape (24 layers, vocabulary 151936), T = 4 x 2048.
 // Random weights (values do not change the memory or the determinism).
@@ -130,7 +136,8 @@ bool check_gradients() {
     int graph_steps;
   };
   for (const run_case rc : {run_case{{1, 0}, 0}, run_case{{K, 0}, 0}, run_case{{0, 2}, 0}, run_case{{K, L}, 0},
-                            run_case{{0, 0, 4}, 0}, run_case{{0, 2, L}, 0}, run_case{{K, L, L}, 0}, run_case{{K, L, L}, 4}}) {
+                            run_case{{0, 0, 4}, 0}, run_case{{0, 2, L}, 0}, run_case{{K, L, L}, 0}, run_case{{K, L, L}, 4},
+                            run_case{{0, 0, 0, 128}, 0}, run_case{{K, L, L, 128}, 0}}) {
     const sg::memory_policy p = rc.p;
     const grads r = run_policy(p, L, V, seqs, len, rc.graph_steps);
     double worst = 0;
@@ -141,8 +148,17 @@ bool check_gradients() {
       differ += std::memcmp(&r.g[i], &ref.g[i], sizeof(float)) != 0;
     }
     // step() returns the mean; times the count it may differ from the sum in the last bit.
-    const bool loss_same = rc.graph_steps ? std::fabs(r.loss - ref.loss) <= 1e-12 * std::fabs(ref.loss) : r.loss == ref.loss;
-    const bool same = differ == 0 && loss_same;
+    bool loss_same = rc.graph_steps ? std::fabs(r.loss - ref.loss) <= 1e-12 * std::fabs(ref.loss) : r.loss == ref.loss;
+    bool same = differ == 0 && loss_same;
+    if (p.lm_head_chunk > 0) {
+      // Another LM-head chunk (128 tokens: 3 chunks of T = 384 instead of one)
+      // runs the head's products at another M, where cuBLASLt may sum in
+      // another order: the f32 logits differ in their last bits and dX, rounded
+      // to bf16, by up to one bf16 ulp (2^-8 relative). Bound: 4 bf16 ulps of
+      // the largest gradient, and the f32 loss sum to 1e-5 relative.
+      loss_same = std::fabs(r.loss - ref.loss) <= 1e-5 * std::fabs(ref.loss);
+      same = loss_same && worst <= 4.0 / 256 * scale;
+    }
     ok = ok && same;
     std::printf("  %s  tier %d, %d block layers, %d offloaded inputs%s (%s): loss %.6f, %zu of %zu gradient elements "
                 "differ, max diff %.3e (%.2e of max |grad|)\n",
@@ -168,11 +184,14 @@ bool check_predictions() {
     m.forward_backward();
   }
   const double keep = static_cast<double>(M::predict_bytes(T, o).total());
-  o.memory = {Plan::block::data.n_recompute, L, L};
+  o.memory = {Plan::block::data.n_recompute, L, L, 128};  // the smallest plan: every block re-run, every input offloaded, 128-token head chunks
   const double least = static_cast<double>(M::predict_bytes(T, o).total());
   std::printf("predictions: Qwen2.5-0.5B shape, T = %d x %d: keep everything %.3f GiB, smallest plan %.3f GiB\n", seqs,
               len, keep / kGiB, least / kGiB);
   bool ok = least < keep;
+  // What the device gives a model beyond its allocations (measured - counted),
+  // from the first budget (keep everything): the same under every plan.
+  double beyond0 = -1;
   for (double f : {1.0, 0.85, 0.7, 0.55, 0.0}) {
     const double budget = least + f * (keep - least) + 1;
     const auto c = M::choose_memory(T, len, options(L, V), budget);
@@ -192,14 +211,22 @@ bool check_predictions() {
       measured = static_cast<double>(free0) - static_cast<double>(free1);
       counted = static_cast<double>(m.allocated_bytes());
     }
-    const double err = measured / c.bytes - 1.0;
-    // On a shared GPU (shared_gpu.hpp) the device-wide reading is printed, not checked.
-    const bool pass = c.fits && c.bytes <= budget && counted == c.bytes && (sgtest::gpu_is_shared() || std::fabs(err) <= 0.05);
+    const double err = measured / c.bytes - 1.0, beyond = measured - counted;
+    if (beyond0 < 0) beyond0 = beyond;
+    // Within 5% of the prediction; or, for a plan so small that the fixed
+    // ~0.14 GiB the device adds to every model (measured 2026-12-06 on an
+    // H100: the same under all five plans to 7 MiB; docs/memory.md) exceeds
+    // 5% of it, that fixed part equal to the first plan's within 16 MiB: all
+    // that the plan decides is then predicted. On a shared GPU
+    // (shared_gpu.hpp) the device-wide reading is printed, not checked.
+    const bool measured_ok = std::fabs(err) <= 0.05 || std::fabs(beyond - beyond0) <= 16.0 * (1 << 20);
+    const bool pass = c.fits && c.bytes <= budget && counted == c.bytes && (sgtest::gpu_is_shared() || measured_ok);
     ok = ok && pass;
     std::printf("  %s  budget %.3f GiB -> %s: predicted %.3f GiB, allocation counter %.3f GiB, measured on the "
-                "device %.3f GiB (%+.2f%%%s), pinned host %.3f GiB, predicted slowdown %.3fx\n",
+                "device %.3f GiB (%+.2f%%%s; beyond the allocations %.1f MiB), pinned host %.3f GiB, predicted slowdown %.3fx\n",
                 pass ? "PASS" : "FAIL", budget / kGiB, M::memory_text(c.policy, L).c_str(), c.bytes / kGiB,
-                counted / kGiB, measured / kGiB, 100.0 * err, sgtest::gpu_is_shared() ? ", not checked: the GPU is shared" : "", double(M::predict_bytes(T, oo).host_pinned) / kGiB,
+                counted / kGiB, measured / kGiB, 100.0 * err, sgtest::gpu_is_shared() ? ", not checked: the GPU is shared" : "",
+                beyond / double(1 << 20), double(M::predict_bytes(T, oo).host_pinned) / kGiB,
                 c.slowdown());
   }
   return ok;

@@ -13,6 +13,10 @@
 //     x_l (which the residual stream keeps anyway); their forward writes into
 //     one saved arena shared by those layers, and backward re-runs the layer's
 //     forward into it just before the layer's backward.
+//   * lm_head_chunk C (CUDA only; 0: the step's ce_chunk option): tokens per
+//     chunk of the LM head, whose scratch is C x V logits (f32) and their
+//     gradient (bf16), 6 C V bytes (1.74 GiB at C = 2048, V = 151936). The
+//     planner may halve it, down to 128, never raise it above the option.
 //   * offload_layers m (0 .. L; CUDA only): the inputs x_0 .. x_{m-1} of the
 //     first m layers wait in pinned host memory between forward and backward.
 //     On the device they pass through a ring of R = min(m, offload_ring)
@@ -27,11 +31,14 @@
 //   the same for dX (+ the LoRA products); attention 4 * ctx * heads * head_dim
 //   per token forward with ctx the mean causal context (seq_len / 2), 2.5x that
 //   backward; row groups their bytes per token moved; a recompute entry the
-//   bytes it moves; an offloaded layer input the part of its two copies
+//   bytes it moves; the LM head (CUDA) its two products per token
+//   (2 * 2 H V FLOPs), the 12 V bytes per token its logits and their
+//   gradient move, three launches per chunk and each product's last, partly
+//   filled wave of 128 x 128 output tiles (lm_head_seconds); an offloaded layer input the part of its two copies
 //   ([T, H] bf16 each way over the host link) that its layer's forward and
 //   backward do not hide. Rates: `device_rates` (achieved, not peak: only
 //   ratios of costs decide the choice, and the predicted slowdown is a ratio).
-// plan_memory() enumerates every (k, n, m), keeps those whose bytes (the
+// plan_memory() enumerates every (k, n, m, C), keeps those whose bytes (the
 // caller's exact allocation formula for that policy) fit the budget, and picks
 // the fastest; ties go to the one that offloads less (a hidden copy still
 // takes host memory and link time), then to the one that uses less memory.
@@ -50,6 +57,7 @@ struct memory_policy {
   int tier = 0;            // row-group recompute tier, every layer
   int block_layers = 0;    // layers whose whole block forward is re-run in backward
   int offload_layers = 0;  // layers whose input waits in pinned host memory (CUDA)
+  std::int64_t lm_head_chunk = 0;  // tokens per LM-head chunk (CUDA; 0: the step's ce_chunk option)
   constexpr bool operator==(const memory_policy&) const = default;
 };
 
@@ -65,6 +73,8 @@ struct device_rates {
   double attention_flops = 2.5e14;  // flash attention, FLOP/s
   double bytes = 3.0e12;            // device memory, B/s
   double host_link = 2.5e10;        // pinned host <-> device copies, B/s each way (PCIe 5.0 x16, achieved)
+  double launch = 4e-6;             // seconds a kernel adds beyond its work (launch in a graph, ramp, drain)
+  int sms = 132;                    // streaming multiprocessors (H100 / H200 SXM): the products' waves
 };
 
 // Seconds per step of one layer's parts, for T tokens of sequences of seq_len.
@@ -72,7 +82,61 @@ struct layer_seconds {
   double forward = 0, backward = 0;
   std::array<double, max_recompute + 1> tier{};  // recompute entries of tiers 1..k together
   double offload_copy = 0;                       // one layer input [T, H] over the host link, one way
+  // The LM head (with_lm_head(); none: vocab 0): tokens, width, vocabulary,
+  // the chunk of a policy with lm_head_chunk 0, and the rates.
+  double head_tokens = 0, head_width = 0, head_vocab = 0;
+  std::int64_t head_chunk = 0;
+  device_rates head_rates{};
 };
+
+constexpr std::int64_t stride_of(std::int64_t T) { return (T + 127) / 128 * 128; }
+
+// Tokens per LM-head chunk of a step of T tokens under policy p: p's chunk, or
+// the step's ce_chunk option, rounded up to 128 and at most T's stride.
+constexpr std::int64_t lm_head_chunk_tokens(std::int64_t ce_chunk, std::int64_t T, const memory_policy& p) {
+  const std::int64_t c = p.lm_head_chunk > 0 ? p.lm_head_chunk : (ce_chunk > 0 ? ce_chunk : 1);
+  const std::int64_t r = (c + 127) / 128 * 128, t = stride_of(T);
+  return r < t ? r : t;
+}
+
+// The split of the reduction over V that the LM head's dX product is modelled
+// with: its output [c, H] is only ceil(c / 128) x ceil(H / 128) tiles (12 at
+// c = 128, H = 1536), too few for the SMs, and cuBLASLt splits K = V. A split
+// of 4 is what reproduces the measured head times (docs/memory.md: on an
+// H100 at 1.5B, 8 x 2048, the head took 28.0, 29.9, 36.3, 61.1 ms at chunks
+// of 2048, 512, 256, 128 tokens; the model, scaled to the same 2048 figure,
+// 28.0, 31.9, 32.1, 47.6 ms; with no split it would be 28.0, 41, 68, 122).
+inline constexpr int lm_head_dx_split = 4;
+
+// Seconds of the LM head of T tokens of width H over a vocabulary of V in
+// chunks of C tokens: per chunk the forward product logits [c, V] f32, the
+// cross-entropy rows (softmax, loss, dlogits bf16) and dX [c, H] (+)= dl W,
+// three launches. Each product's output is cut in 128 x 128 tiles (dX's
+// times lm_head_dx_split), run in waves of `sms` tiles; a last, partly
+// filled wave is charged whole.
+constexpr double lm_head_seconds(double T, double H, double V, std::int64_t C, const device_rates& d) {
+  auto ceil_div = [](double a, double b) { return double(static_cast<std::int64_t>((a + b - 1) / b)); };
+  auto wave_factor = [&](double tiles) { return ceil_div(tiles, d.sms) * d.sms / tiles; };
+  double s = 0;
+  for (double c0 = 0; c0 < T; c0 += double(C)) {
+    const double c = T - c0 < double(C) ? T - c0 : double(C);
+    const double product = 2.0 * c * H * V / d.gemm_flops;
+    s += product * wave_factor(ceil_div(c, 128) * ceil_div(V, 128)) +
+         product * wave_factor(ceil_div(c, 128) * ceil_div(H, 128) * lm_head_dx_split) + 12.0 * c * V / d.bytes +
+         3 * d.launch;
+  }
+  return s;
+}
+
+// c with the LM head of a CUDA step (T tokens, width H, vocabulary V, the
+// step's ce_chunk option): step_seconds() then adds the head under each policy's chunk.
+constexpr layer_seconds with_lm_head(layer_seconds c, std::int64_t T, int H, std::int64_t V, std::int64_t ce_chunk,
+                                     const device_rates& d) {
+  c.head_tokens = double(T), c.head_width = H, c.head_vocab = double(V);
+  c.head_chunk = lm_head_chunk_tokens(ce_chunk, T, {});
+  c.head_rates = d;
+  return c;
+}
 
 // Elements per token of a block's input x (the residual stream's width).
 template <int N>
@@ -141,8 +205,12 @@ constexpr int offload_round_trips(const memory_policy& p) {
 // backward; only what exceeds them counts.
 constexpr double step_seconds(const layer_seconds& c, int layers, const memory_policy& p) {
   auto exposed = [](double copy, double hidden_by) { return copy > hidden_by ? copy - hidden_by : 0.0; };
+  double head = 0;
+  if (c.head_vocab > 0)
+    head = lm_head_seconds(c.head_tokens, c.head_width, c.head_vocab,
+                           lm_head_chunk_tokens(c.head_chunk, static_cast<std::int64_t>(c.head_tokens), p), c.head_rates);
   return layers * (c.forward + c.backward + c.tier[p.tier]) + p.block_layers * c.forward +
-         offload_round_trips(p) * (exposed(c.offload_copy, c.forward) + exposed(c.offload_copy, c.backward));
+         offload_round_trips(p) * (exposed(c.offload_copy, c.forward) + exposed(c.offload_copy, c.backward)) + head;
 }
 
 // Saved bytes of `layers` layers under policy p, per token of stride: the kept
@@ -185,8 +253,6 @@ struct step_bytes {
 };
 
 
-constexpr std::int64_t stride_of(std::int64_t T) { return (T + 127) / 128 * 128; }
-
 // Elements per token of the CUDA executor's LoRA dropout buffer: the widest
 // adapter input (one masked X at a time, [T, in] bf16).
 template <int N>
@@ -223,7 +289,7 @@ constexpr step_bytes cuda_step_bytes(const schedule<NB>& blk, const schedule<NH>
   b.saved = Tp * saved_bytes_per_token(blk, a.rank, a.layers, p) + arena(head) + arena(emb);
   b.workspace = work(blk) + work(head) + work(emb);
   if (a.lora_dropout) b.workspace += Tp * 2.0 * lora_dropout_width(blk);
-  const double C = double(std::min<std::int64_t>((std::max<std::int64_t>(a.ce_chunk, 1) + 127) / 128 * 128, stride_of(a.tokens)));
+  const double C = double(lm_head_chunk_tokens(a.ce_chunk, a.tokens, p));
   b.lm_head_chunk = C * V * (4 + 2);
   int heads = 0;
   for (int i = 0; i < blk.n_fwd; ++i) heads = heads > blk.fwd[i].heads ? heads : blk.fwd[i].heads;
@@ -242,10 +308,14 @@ struct memory_choice {
 
 // bytes_of(memory_policy) -> double, seconds_of(memory_policy) -> double;
 // max_offload: the most layer inputs the executor can offload (0 on the CPU,
-// whose residual stream is host memory already; `layers` on CUDA).
+// whose residual stream is host memory already; `layers` on CUDA);
+// head_chunk: the LM-head chunk of a policy with lm_head_chunk 0
+// (lm_head_chunk_tokens of the step's option; 0: no chunk to choose, the
+// CPU's head uses a fixed small chunk): the planner also tries its halvings
+// down to 128 tokens.
 template <class BytesOf, class SecondsOf>
 memory_choice plan_memory(int tiers, int layers, double budget, BytesOf&& bytes_of, SecondsOf&& seconds_of,
-                          int max_offload = 0) {
+                          int max_offload = 0, std::int64_t head_chunk = 0) {
   memory_choice best{}, smallest{};
   best.base_seconds = smallest.base_seconds = seconds_of(memory_policy{});
   bool have_small = false;
@@ -254,15 +324,24 @@ memory_choice plan_memory(int tiers, int layers, double budget, BytesOf&& bytes_
     if (p.offload_layers != c.policy.offload_layers) return p.offload_layers < c.policy.offload_layers;
     return b < c.bytes;
   };
-  for (int m = 0; m <= max_offload && m <= layers; ++m)
-    for (int n = 0; n <= layers; ++n)
-      for (int k = 0; k <= tiers; ++k) {
-        const memory_policy p{k, n, m};
-        const double b = bytes_of(p), t = seconds_of(p);
-        if (!have_small || b < smallest.bytes) smallest.policy = p, smallest.bytes = b, smallest.seconds = t, have_small = true;
-        if (b > budget) continue;
-        if (!best.fits || better(p, t, b, best)) best.policy = p, best.bytes = b, best.seconds = t, best.fits = true;
-      }
+  // 0 (the option's chunk), then C/2, C/4, ... (multiples of 128).
+  std::int64_t chunks[64] = {0};
+  int n_chunks = 1;
+  for (std::int64_t c = (head_chunk / 2 + 127) / 128 * 128; head_chunk > 128 && c >= 128 && n_chunks < 64;
+       c = (c / 2 + 127) / 128 * 128) {
+    if (c >= (n_chunks == 1 ? head_chunk : chunks[n_chunks - 1])) break;
+    chunks[n_chunks++] = c;
+  }
+  for (int j = 0; j < n_chunks; ++j)
+    for (int m = 0; m <= max_offload && m <= layers; ++m)
+      for (int n = 0; n <= layers; ++n)
+        for (int k = 0; k <= tiers; ++k) {
+          const memory_policy p{k, n, m, chunks[j]};
+          const double b = bytes_of(p), t = seconds_of(p);
+          if (!have_small || b < smallest.bytes) smallest.policy = p, smallest.bytes = b, smallest.seconds = t, have_small = true;
+          if (b > budget) continue;
+          if (!best.fits || better(p, t, b, best)) best.policy = p, best.bytes = b, best.seconds = t, best.fits = true;
+        }
   return best.fits ? best : smallest;
 }
 
@@ -284,6 +363,8 @@ std::string policy_text(const schedule<N>& s, const memory_policy& p, int layers
   if (p.block_layers > 0)
     o += "; re-run the whole block forward in backward for " + std::to_string(p.block_layers) + " of " +
          std::to_string(layers) + " layers (layers 0.." + std::to_string(p.block_layers - 1) + " keep only their input)";
+  if (p.lm_head_chunk > 0)
+    o += "; the LM head in chunks of " + std::to_string(p.lm_head_chunk) + " tokens";
   if (const int trips = offload_round_trips(p); trips > 0)
     o += "; the inputs of layers 0.." + std::to_string(trips - 1) +
          " wait in pinned host memory between forward and backward (copies on their own stream), those of layers " +

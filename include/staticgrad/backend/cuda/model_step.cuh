@@ -128,22 +128,29 @@ class model_step {
   // model; rates of an H100/H200). With .fits false nothing fits: the policy
   // is then the smallest one.
   static graph::memory_choice choose_memory(std::int64_t T, std::int64_t seq_len, model_options o, double budget) {
-    const auto c = graph::layer_costs(BS, static_cast<double>(T), static_cast<double>(seq_len), o.rank, graph::device_rates{});
+    const auto c = step_costs(T, seq_len, o);
     return graph::plan_memory(
         BS.n_recompute, o.layers, budget,
         [&](const graph::memory_policy& p) {
           o.memory = p;
           return static_cast<double>(predict_bytes(T, o).total());
         },
-        [&](const graph::memory_policy& p) { return graph::step_seconds(c, o.layers, p); }, o.layers);
+        [&](const graph::memory_policy& p) { return graph::step_seconds(c, o.layers, p); }, o.layers,
+        graph::lm_head_chunk_tokens(o.ce_chunk, T, {}));
   }
   // The prediction for o.memory itself: its bytes, step time and slowdown.
   static graph::memory_choice evaluate_memory(std::int64_t T, std::int64_t seq_len, const model_options& o) {
-    const auto c = graph::layer_costs(BS, static_cast<double>(T), static_cast<double>(seq_len), o.rank, graph::device_rates{});
+    const auto c = step_costs(T, seq_len, o);
     graph::memory_choice m{.policy = o.memory, .bytes = static_cast<double>(predict_bytes(T, o).total()),
                            .seconds = graph::step_seconds(c, o.layers, o.memory),
                            .base_seconds = graph::step_seconds(c, o.layers, {}), .fits = true};
     return m;
+  }
+  // The cost model's parts of one step: a layer's, and the LM head's.
+  static graph::layer_seconds step_costs(std::int64_t T, std::int64_t seq_len, const model_options& o) {
+    const graph::device_rates d{};
+    return graph::with_lm_head(
+        graph::layer_costs(BS, static_cast<double>(T), static_cast<double>(seq_len), o.rank, d), T, H, o.vocab, o.ce_chunk, d);
   }
   // The default budget: free device memory less `margin` bytes (CUDA context
   // growth, cuBLASLt handles and graphs, fragmentation).
@@ -170,8 +177,11 @@ class model_step {
             "model_step: memory policy block_layers outside [0, layers]");
     require(o.memory.offload_layers >= 0 && o.memory.offload_layers <= o.layers,
             "model_step: memory policy offload_layers outside [0, layers]");
+    require(o.memory.lm_head_chunk >= 0, "model_step: memory policy lm_head_chunk is negative");
     blk_->set_recompute_tier(o.memory.tier);
-    const executor_options eo{.stream = blk_->stream(), .vocab = o.vocab, .ce_chunk = o.ce_chunk};
+    // The LM head's chunk: the memory policy's, else the ce_chunk option (graph/memory_plan.hpp).
+    const executor_options eo{.stream = blk_->stream(), .vocab = o.vocab,
+                              .ce_chunk = graph::lm_head_chunk_tokens(o.ce_chunk, T, o.memory)};
     emb_ = std::make_unique<block_executor<embedding_plan>>(T, o.rank, cfg, eo);
     head_ = std::make_unique<block_executor<head_plan>>(T, o.rank, cfg, eo);
     const std::int64_t L = o.layers, V = o.vocab;
