@@ -14,22 +14,12 @@
 //     never sets one.
 #include <doctest/doctest.h>
 
-#include "staticgrad/graph/memory_plan.hpp"
-#include "staticgrad/models/qwen2_model.hpp"
+#include "memory/qwen2_1_5b_step.hpp"
 
 using namespace staticgrad;
+using namespace step_1_5b;
 
 namespace {
-
-using shape = models::qwen2_5_1_5b;
-constexpr auto& BLK = graph::schedule_of<models::qwen2_block<shape>>;
-constexpr auto& HEAD = graph::schedule_of<models::qwen2_head_graph<shape::hidden>>;
-constexpr auto& EMB = graph::schedule_of<models::qwen2_embedding_graph<shape::hidden>>;
-constexpr int L = 28, H = shape::hidden;
-constexpr std::int64_t T = 8 * 2048, V = 151936;
-constexpr graph::step_layout layout{.tokens = T, .layers = L, .vocab = V, .tied = true, .rank = 16, .ce_chunk = 2048};
-
-graph::step_bytes bytes(const graph::memory_policy& p) { return graph::cuda_step_bytes(BLK, HEAD, EMB, layout, p); }
 
 constexpr graph::memory_policy chunk(std::int64_t c) { return {0, 0, 0, c}; }
 

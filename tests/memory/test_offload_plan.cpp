@@ -14,23 +14,14 @@
 //     model refusing an offload policy is in test_memory_plan.cpp.
 #include <doctest/doctest.h>
 
-#include "staticgrad/graph/memory_plan.hpp"
-#include "staticgrad/models/qwen2_model.hpp"
+#include "memory/qwen2_1_5b_step.hpp"
 
 using namespace staticgrad;
+using namespace step_1_5b;
 
 namespace {
 
-using shape = models::qwen2_5_1_5b;
-constexpr auto& BLK = graph::schedule_of<models::qwen2_block<shape>>;
-constexpr auto& HEAD = graph::schedule_of<models::qwen2_head_graph<shape::hidden>>;
-constexpr auto& EMB = graph::schedule_of<models::qwen2_embedding_graph<shape::hidden>>;
-constexpr int L = 28, H = shape::hidden;
-constexpr std::int64_t T = 8 * 2048;
-constexpr graph::step_layout layout{.tokens = T, .layers = L, .vocab = 151936, .tied = true, .rank = 16};
 constexpr double TH2 = double(T) * H * 2;  // one [T, H] bf16 buffer
-
-graph::step_bytes bytes(const graph::memory_policy& p) { return graph::cuda_step_bytes(BLK, HEAD, EMB, layout, p); }
 
 static_assert(graph::input_width(BLK) == H, "the block's input is the residual stream");
 static_assert(graph::residual_buffers(L, {}) == L + 1);

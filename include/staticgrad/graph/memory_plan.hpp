@@ -324,14 +324,11 @@ memory_choice plan_memory(int tiers, int layers, double budget, BytesOf&& bytes_
     if (p.offload_layers != c.policy.offload_layers) return p.offload_layers < c.policy.offload_layers;
     return b < c.bytes;
   };
-  // 0 (the option's chunk), then C/2, C/4, ... (multiples of 128).
+  // 0 (the option's chunk), then C/2, C/4, ... rounded up to 128 (each
+  // strictly smaller than the last while it is above 128).
   std::int64_t chunks[64] = {0};
   int n_chunks = 1;
-  for (std::int64_t c = (head_chunk / 2 + 127) / 128 * 128; head_chunk > 128 && c >= 128 && n_chunks < 64;
-       c = (c / 2 + 127) / 128 * 128) {
-    if (c >= (n_chunks == 1 ? head_chunk : chunks[n_chunks - 1])) break;
-    chunks[n_chunks++] = c;
-  }
+  for (std::int64_t c = head_chunk; c > 128 && n_chunks < 64;) chunks[n_chunks++] = c = (c / 2 + 127) / 128 * 128;
   for (int j = 0; j < n_chunks; ++j)
     for (int m = 0; m <= max_offload && m <= layers; ++m)
       for (int n = 0; n <= layers; ++n)

@@ -313,7 +313,7 @@ class block_executor {
     const std::int64_t V = opt_.vocab;
     const int H = S.fwd[head_fwd_i].dim_in;
     require(V > 0, "block_executor: a plan with an LM head needs executor_options::vocab");
-    chunk_ = std::min<std::int64_t>((std::max<std::int64_t>(opt_.ce_chunk, 1) + 127) / 128 * 128, Tp_);
+    chunk_ = graph::lm_head_chunk_tokens(opt_.ce_chunk, T_, {});  // rounded up to 128, at most Tp_
     logits_ = device_array<float>(static_cast<std::size_t>(chunk_) * V);
     dlogits_ = device_array<bf16>(static_cast<std::size_t>(chunk_) * V);
     for (std::int64_t c : {std::min(chunk_, T_), T_ % chunk_}) {
